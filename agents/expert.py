@@ -1,0 +1,121 @@
+"""An RL-Zoo3 agent folder played exactly as rl_zoo3's enjoy.py plays it."""
+import io
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import yaml
+from rl_zoo3 import ALGOS
+from rl_zoo3.utils import get_saved_hyperparams
+
+from agents.base import Observation, Policy
+from envs import GameSpec, UserError
+
+HUB_PREFIX = "hub:"
+HUB_CACHE = Path("~/.cache/vlmplay/hub_agents").expanduser()
+HUB_CONNECT_TIMEOUT_S = 3
+OFF_POLICY_ALGOS = {"dqn", "qrdqn", "ddpg", "sac", "td3", "tqc", "crossq"}
+PIPELINE_KEYS = ("env_wrapper", "frame_stack", "normalize", "normalize_kwargs", "vec_env_wrapper")
+# As enjoy.py: schedules saved by older Pythons do not unpickle, and evaluation needs none of them.
+EVAL_CUSTOM_OBJECTS = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.create_connection((host, 443), timeout=HUB_CONNECT_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def download_from_hub(hub_id: str) -> Path:
+    """`hub:ORG/ALGO-ENV` -> the RL-Zoo3 folder that rl_zoo3.load_from_hub writes."""
+    from rl_zoo3.load_from_hub import download_from_hub as zoo_download
+    from rl_zoo3.utils import EnvironmentName
+
+    organization, _, repo = hub_id.removeprefix(HUB_PREFIX).partition("/")
+    algo, _, env_id = repo.partition("-")
+    if not (organization and algo in ALGOS and env_id):
+        raise UserError(f"{hub_id!r} is not a hub agent id: write it as hub:ORG/ALGO-ENV, e.g. hub:sb3/ppo-SpaceInvadersNoFrameskip-v4")
+    folder = HUB_CACHE / algo / f"{env_id}_1"
+    if not folder.is_dir():
+        if not _hub_reachable():
+            raise UserError(
+                f"cannot download {hub_id}: the model hub is not reachable from this machine. On a machine "
+                f"with network run `python -m rl_zoo3.load_from_hub --algo {algo} --env {env_id} -orga "
+                f"{organization} -f logs/` and pass the folder it writes (logs/{algo}/{env_id}_1) as expert="
+            )
+        zoo_download(algo=algo, env_name=EnvironmentName(env_id), exp_id=1, folder=str(HUB_CACHE),
+                     organization=organization, repo_name=None, force=False)
+    return folder
+
+
+def read_expert_folder(folder: Path) -> tuple[str, str]:
+    """(algo, env id) of an RL-Zoo3 experiment folder ALGO/ENV_N, checking the files it must hold."""
+    help_text = "an RL-Zoo3 experiment folder holds ENV.zip and ENV/config.yml (as rl_zoo3.train writes them)"
+    if not folder.is_dir():
+        raise UserError(f"expert folder {folder} does not exist: {help_text}")
+    args_file = next(folder.glob("*/args.yml"), None)
+    if args_file is not None:
+        try:
+            args = yaml.load(args_file.read_text(), Loader=yaml.UnsafeLoader)
+            return args["algo"], args["env"]
+        except (yaml.YAMLError, KeyError, TypeError) as error:
+            raise UserError(f"{args_file} is malformed ({error}): {help_text}") from None
+    algo, env_id = folder.parent.name, folder.name.rsplit("_", 1)[0]
+    if algo not in ALGOS:
+        raise UserError(f"cannot tell the algorithm of {folder} (no ENV/args.yml, parent folder is not an algo name): {help_text}")
+    return algo, env_id
+
+
+class ExpertPolicy(Policy):
+    """Plays an RL-Zoo3 agent in its own pipeline (config.yml), stochastic for Atari as the zoo does."""
+
+    def __init__(self, folder: str | Path, spec: GameSpec, deterministic: bool | None = None):
+        folder = download_from_hub(str(folder)) if str(folder).startswith(HUB_PREFIX) else Path(folder)
+        self.algo, self.env_id = read_expert_folder(folder)
+        same_game = {env.split("-v")[0] for env in (spec.env_id, *spec.env_aliases)}
+        if self.env_id.split("-v")[0] not in same_game:
+            raise UserError(f"expert {folder} was trained on {self.env_id}, not on the game {spec.name} ({spec.env_id})")
+        model_path = folder / f"{self.env_id}.zip"
+        if not model_path.is_file():
+            raise UserError(f"expert folder {folder} has no {model_path.name}: copy the agent zip there or pass the right folder")
+        self.stats_dir = folder / self.env_id
+        try:
+            hyperparams, _ = get_saved_hyperparams(str(self.stats_dir), norm_reward=False, test_mode=True)
+        except (yaml.YAMLError, OSError) as error:
+            raise UserError(f"{self.stats_dir / 'config.yml'} is unreadable ({error}): restore it from the training run") from None
+        if "env_wrapper" not in hyperparams and "frame_stack" not in hyperparams:
+            raise UserError(f"{self.stats_dir / 'config.yml'} is missing or declares no env pipeline: restore it from the training run")
+        self.pipeline = {key: hyperparams[key] for key in PIPELINE_KEYS if key in hyperparams}
+        self.deterministic = ("NoFrameskip" not in spec.env_id) if deterministic is None else deterministic
+        self.policy_id = f"expert-{self.algo}-{folder.name}"
+        self.model_bytes = model_path.read_bytes()
+        self.load_kwargs = {"buffer_size": 1} if self.algo in OFF_POLICY_ALGOS else {}
+        self.reset(seed=0)
+
+    def reset(self, seed: int) -> None:
+        # Loading with `seed=` seeds python, numpy, torch and the action space, then builds the network
+        # (which draws from torch's generator): the random stream rl_zoo3's enjoy.py starts from.
+        try:
+            self.model = ALGOS[self.algo].load(
+                io.BytesIO(self.model_bytes), custom_objects=EVAL_CUSTOM_OBJECTS, device="cpu", seed=seed,
+                **self.load_kwargs,
+            )
+        except (ValueError, KeyError, RuntimeError, EOFError, OSError) as error:
+            raise UserError(f"the agent zip of {self.policy_id} does not load ({error}): re-export it with rl_zoo3") from None
+        self.recurrent_state = None
+
+    def act(self, observation: Observation):
+        action, self.recurrent_state = self.model.predict(
+            observation.agent_obs, state=self.recurrent_state,
+            episode_start=np.array([observation.episode_start]), deterministic=self.deterministic,
+        )
+        return action[0]

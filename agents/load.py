@@ -1,0 +1,18 @@
+"""Build the policy a command line asks for."""
+from agents.base import Policy
+from agents.expert import ExpertPolicy
+from agents.random_policy import RandomPolicy
+from envs import GameSpec, UserError
+
+POLICY_KINDS = ("expert", "random", "vlm")
+
+
+def load_policy(kind: str, spec: GameSpec, expert: str | None = None, checkpoint: str | None = None,
+                deterministic: bool | None = None) -> Policy:
+    if kind == "expert":
+        return ExpertPolicy(expert or spec.default_expert_path, spec, deterministic=deterministic)
+    if kind == "random":
+        return RandomPolicy(spec)
+    if kind == "vlm":
+        raise UserError("policy=vlm needs a fine-tuned VLM checkpoint, which this version cannot build yet")
+    raise UserError(f"unknown policy {kind!r}: choose one of {', '.join(POLICY_KINDS)}")

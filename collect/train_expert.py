@@ -1,0 +1,169 @@
+"""Train an RL-Zoo3 expert with the zoo's own hyperparameters, resumably.
+
+    python -m collect.train_expert game=carracing algo=ppo_lstm steps=4000000
+
+rl_zoo3 builds the envs, hyperparameters and model; this module adds what a 2-core machine needs:
+a checkpoint (model + VecNormalize stats) every `save_every` steps in a run folder outside the work
+tree, and a resume that continues the step counter and learning-rate schedule where they stopped.
+At the end (or with `export_only=true`) the agent is exported in RL-Zoo3's folder layout.
+"""
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import rl_zoo3
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from rl_zoo3.exp_manager import ExperimentManager
+from stable_baselines3.common.callbacks import BaseCallback
+
+from envs import REPO_ROOT, UserError, exit_on_user_error, get_game
+
+ZOO_HYPERPARAMS = Path(rl_zoo3.__file__).parent / "hyperparams"
+
+
+class RunState:
+    """The files of one resumable run: `checkpoint/model.zip`, `checkpoint/vecnormalize.pkl`, progress.json."""
+
+    def __init__(self, run_dir: Path, env_id: str):
+        self.run_dir = run_dir
+        self.env_id = env_id  # the env it trains on now; the checkpoint also resumes on a twin env
+        self.model_path = run_dir / "checkpoint" / "model.zip"
+        self.stats_path = run_dir / "checkpoint" / "vecnormalize.pkl"
+        self.progress_path = run_dir / "progress.json"
+
+    def stage_stats_for_zoo(self) -> None:
+        """rl_zoo3 resumes with the stats it finds at `dirname(agent)/ENV/vecnormalize.pkl`."""
+        if self.stats_path.is_file():
+            zoo_path = self.model_path.parent / self.env_id / "vecnormalize.pkl"
+            zoo_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.stats_path, zoo_path)
+
+    def progress(self) -> dict:
+        if self.progress_path.is_file():
+            return json.loads(self.progress_path.read_text())
+        return {"steps": 0, "wall_time_s": 0.0, "segments": []}
+
+    def save(self, model, progress: dict) -> None:
+        """Write model, stats and progress, each through a temporary file, so a kill leaves the last good set."""
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(self.model_path.with_suffix(".tmp.zip"))
+        stats = model.get_vec_normalize_env()
+        if stats is not None:
+            stats.save(str(self.stats_path) + ".tmp")
+            Path(str(self.stats_path) + ".tmp").replace(self.stats_path)
+        self.model_path.with_suffix(".tmp.zip").replace(self.model_path)
+        self.progress_path.with_suffix(".tmp").write_text(json.dumps(progress, indent=2))
+        self.progress_path.with_suffix(".tmp").replace(self.progress_path)
+
+
+class PeriodicCheckpoint(BaseCallback):
+    def __init__(self, state: RunState, save_every: int, progress: dict):
+        super().__init__()
+        self.state = state
+        self.save_every = save_every
+        self.progress = progress
+        self.last_saved = progress["steps"]
+        self.segment_start = time.time()
+        self.wall_time_before = progress["wall_time_s"]
+
+    def save(self) -> None:
+        self.progress["steps"] = int(self.num_timesteps)
+        self.progress["wall_time_s"] = self.wall_time_before + time.time() - self.segment_start
+        self.progress["segments"][-1]["end_steps"] = int(self.num_timesteps)
+        self.state.save(self.model, self.progress)
+        self.last_saved = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self.last_saved >= self.save_every:
+            self.save()
+        return True
+
+
+def zoo_hyperparams(algo: str, zoo_env_id: str) -> dict:
+    entries = yaml.safe_load((ZOO_HYPERPARAMS / f"{algo}.yml").read_text())
+    if zoo_env_id in entries:
+        return entries[zoo_env_id]
+    if "NoFrameskip" in zoo_env_id and "atari" in entries:
+        return entries["atari"]
+    raise UserError(f"RL-Zoo3 has no {algo} hyperparameters for {zoo_env_id}: choose another algo=")
+
+
+def build_manager(cfg: DictConfig, state: RunState, progress: dict, init: str) -> ExperimentManager:
+    spec = get_game(cfg.game)
+    conf_file = state.run_dir / "hyperparams.yml"
+    # The zoo keys hyperparameters by env id: the fast twin trains with the original env's recipe.
+    conf_file.write_text(yaml.safe_dump({state.env_id: zoo_hyperparams(cfg.algo, spec.env_id)}))
+    args = argparse.Namespace(
+        algo=cfg.algo, env=state.env_id, seed=cfg.seed, n_timesteps=cfg.steps, trained_agent=init,
+        conf_file=str(conf_file), env_kwargs=None, eval_env_kwargs=None, vec_env="dummy", device="cpu",
+        hyperparams=None, save_freq=-1, eval_freq=-1, log_folder=str(state.run_dir / "zoo"),
+    )
+    return ExperimentManager(
+        args, cfg.algo, state.env_id, str(state.run_dir / "zoo"), n_timesteps=int(cfg.steps),
+        eval_freq=-1, save_freq=-1, trained_agent=init, config=str(conf_file),
+        # A different seed per segment, so a resumed run does not replay the tracks it began with.
+        seed=int(cfg.seed) + progress["steps"], log_interval=-1, verbose=0, device="cpu",
+        show_progress=bool(cfg.progress), hyperparams=OmegaConf.to_container(cfg.hyperparams) if cfg.hyperparams else None,
+    )
+
+
+def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_env_id: str) -> None:
+    """Write RL-Zoo3's layout `out/ENV.zip`, `out/ENV/{config,args}.yml`, vecnormalize.pkl, monitor files."""
+    params = out / spec_env_id
+    params.mkdir(parents=True, exist_ok=True)
+    model.save(out / f"{spec_env_id}.zip")
+    for name in ("config.yml", "args.yml"):
+        shutil.copy(Path(manager.params_path) / name, params / name)
+    if state.stats_path.is_file():
+        shutil.copy(state.stats_path, params / "vecnormalize.pkl")
+    for index, monitor in enumerate(sorted((state.run_dir / "zoo").rglob("*.monitor.csv"))):
+        shutil.copy(monitor, out / f"{index}.monitor.csv")
+    shutil.copy(state.progress_path, out / "progress.json")
+
+
+@hydra.main(config_path="../configs", config_name="train_expert", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    spec = get_game(cfg.game)
+    env_id = spec.env_id
+    if cfg.fast_env and spec.env_aliases:
+        from envs.fast_car_racing import register_fast_car_racing
+
+        register_fast_car_racing()
+        env_id = spec.env_aliases[0]
+    torch.set_num_threads(int(cfg.threads))
+    state = RunState(Path(cfg.run_dir).expanduser() / f"{cfg.game}_{cfg.algo}_seed{cfg.seed}", env_id)
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    progress = state.progress()
+    if state.model_path.is_file():
+        init = str(state.model_path)
+        state.stage_stats_for_zoo()
+    elif cfg.init:
+        init = str(Path(cfg.init).expanduser().resolve())
+        if not Path(init).is_file():
+            raise UserError(f"init={cfg.init} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
+    else:
+        init = ""
+    progress["segments"].append({"start_steps": progress["steps"], "init": init, "started": time.ctime()})
+    manager = build_manager(cfg, state, progress, init)
+    model, _ = manager.setup_experiment()
+    if progress["steps"] == 0 and init:
+        progress["steps"] = progress["segments"][-1]["start_steps"] = int(model.num_timesteps)
+    remaining = int(cfg.steps) - int(model.num_timesteps)
+    checkpoint = PeriodicCheckpoint(state, int(cfg.save_every), progress)
+    if remaining > 0 and not cfg.export_only:
+        print(f"training {cfg.algo} on {env_id}: {model.num_timesteps:,} of {int(cfg.steps):,} steps done")
+        model.learn(remaining, callback=manager.callbacks + [checkpoint], reset_num_timesteps=False)
+        checkpoint.save()
+    out = Path(cfg.out) if cfg.out else REPO_ROOT / "experts" / cfg.algo / f"{spec.env_id}_1"
+    export(state, manager, model, out, spec.env_id)
+    print(f"exported {model.num_timesteps:,}-step agent to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""One GameSpec per game: env id, the expert's env pipeline, the frames the VLM sees, instruction, codec."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from envs.codec import DiscreteCodec, GridCodec
+from envs.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPERTS_DIR = REPO_ROOT / "experts"
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    name: str  # the game id used on the command line and in prompts
+    env_id: str  # the Gymnasium env every evaluation runs on
+    frame_shape: tuple[int, int, int]  # one raw RGB frame the VLM sees
+    n_stack: int  # frames per VLM observation (paper: CarRacing 2, SpaceInvaders 4)
+    frame_max_pool: bool  # Atari sprites flicker: a frame is the max of the last two raw frames
+    decisions_per_second: int  # policy decisions per second of game time (video fps)
+    codec: DiscreteCodec | GridCodec
+    objective: str
+    tips: str
+    # The env pipeline of the default expert, as RL-Zoo3's config.yml declares it. Policies that
+    # bring no config.yml (random, VLM) play in this pipeline, so every policy sees the same game.
+    pipeline: dict = field(hash=False)
+    default_expert: str  # RL-Zoo3 experiment folder, relative to the repo root
+    env_aliases: tuple[str, ...] = ()  # other env ids that are the same game (e.g. a faster twin)
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return self.codec.names
+
+    @property
+    def instruction(self) -> str:
+        return f"{self.objective} Tips: {self.tips} Action Space: {', '.join(self.action_names)}."
+
+    @property
+    def default_expert_path(self) -> Path:
+        return REPO_ROOT / self.default_expert
+
+
+CARRACING = GameSpec(
+    name="carracing",
+    env_id="CarRacing-v3",
+    frame_shape=(96, 96, 3),
+    n_stack=2,
+    frame_max_pool=False,
+    decisions_per_second=50,
+    codec=GridCodec(
+        steer=(("hardleft", -1.0), ("left", -0.4), ("straight", 0.0), ("right", 0.4), ("hardright", 1.0)),
+        pedal=(("gas", 1.0, 0.0), ("coast", 0.0, 0.0), ("brake", 0.0, 0.8)),
+    ),
+    objective=(
+        "You drive the red car on a grey road seen from above. Objective: visit every road tile "
+        "as fast as you can; each new tile earns points and every frame costs a little."
+    ),
+    tips=(
+        "stay on the grey road, the green grass is slow; slow down before sharp turns and steer "
+        "into the curve early; keep the gas on along straight road."
+    ),
+    pipeline={
+        "env_wrapper": [
+            {"rl_zoo3.wrappers.YAMLCompatResizeObservation": {"shape": [64, 64]}},
+            {"gymnasium.wrappers.transform_observation.GrayscaleObservation": {"keep_dim": True}},
+        ],
+        "frame_stack": 2,
+        "normalize": "{'norm_obs': False, 'norm_reward': True}",
+    },
+    default_expert="experts/ppo_lstm/CarRacing-v3_1",
+    env_aliases=("CarRacingFast-v3",),
+)
+
+SPACEINVADERS = GameSpec(
+    name="spaceinvaders",
+    env_id="SpaceInvadersNoFrameskip-v4",
+    frame_shape=(210, 160, 3),
+    n_stack=4,
+    frame_max_pool=True,
+    decisions_per_second=15,
+    codec=DiscreteCodec(names=("NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE")),
+    objective=(
+        "You control the green laser cannon at the bottom of the screen. Objective: shoot the rows "
+        "of invaders before they reach the ground; each invader hit earns points."
+    ),
+    tips=(
+        "dodge the bombs the invaders drop, hide under the orange shields, fire as often as you "
+        "can, the mystery ship crossing the top is worth extra points."
+    ),
+    pipeline={"env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"], "frame_stack": 4},
+    default_expert="experts/ppo/SpaceInvadersNoFrameskip-v4_1",
+)
+
+GAMES = {spec.name: spec for spec in (CARRACING, SPACEINVADERS)}
+
+
+def get_game(name: str) -> GameSpec:
+    if name not in GAMES:
+        raise UserError(f"unknown game {name!r}: choose one of {', '.join(GAMES)}")
+    return GAMES[name]

@@ -1,0 +1,97 @@
+"""Seeded evaluation of any Policy: returns table, results.json, one MP4 per episode."""
+import json
+import os
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+from tqdm import tqdm
+
+from agents import Policy
+from envs import GameSpec, UserError
+from eval.rollout import EpisodeResult, Step, play_episode
+
+VIDEO_MIN_SIDE = 384  # small game frames are upscaled (nearest) to at least this many pixels
+PACKAGES = ("vlmplay", "torch", "gymnasium", "ale-py", "stable-baselines3", "sb3-contrib", "rl_zoo3", "transformers")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output folder that cannot be written, before anything is played or written."""
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write results to {out}: {existing} is not a writable folder; choose another with out=")
+
+
+def package_versions() -> dict[str, str]:
+    return {name: version(name) for name in PACKAGES} | {"python": platform.python_version()}
+
+
+def summary(returns: list[float]) -> dict[str, float]:
+    values = np.array(returns, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
+
+
+def format_table(policy_id: str, game: str, results: list[EpisodeResult]) -> str:
+    lines = [f"{policy_id} on {game}", f"{'seed':>8} {'return':>10} {'length':>8}"]
+    lines += [f"{r.seed:>8} {r.episode_return:>10.2f} {r.length:>8}" for r in results]
+    stats = summary([r.episode_return for r in results])
+    lines.append("  ".join(f"{name} {value:.2f}" for name, value in stats.items()))
+    return "\n".join(lines)
+
+
+class VideoRecorder:
+    """Collects the frames the policy saw in one episode and writes them as an MP4."""
+
+    def __init__(self, spec: GameSpec):
+        self.fps = spec.decisions_per_second
+        self.scale = int(np.ceil(VIDEO_MIN_SIDE / min(spec.frame_shape[:2])))
+        self.frames: list[np.ndarray] = []
+
+    def __call__(self, step: Step) -> None:
+        self.frames.append(step.frame.repeat(self.scale, axis=0).repeat(self.scale, axis=1))
+
+    def write(self, path: Path) -> None:
+        imageio.mimwrite(path, self.frames, fps=self.fps, macro_block_size=1)
+
+
+def evaluate(policy: Policy, spec: GameSpec, seeds: list[int], out: Path, video: bool) -> dict:
+    """Play one episode per seed; write results.json (and videos) to `out`; return the results dict."""
+    check_writable(out)
+    start = time.perf_counter()
+    results = []
+    bar = tqdm(seeds, desc=f"{spec.name} {policy.policy_id}", unit="episode")
+    for seed in bar:
+        recorder = VideoRecorder(spec) if video else None
+        result = play_episode(policy, spec, seed, on_step=recorder)
+        results.append(result)
+        bar.set_postfix(seed=seed, ret=f"{result.episode_return:.1f}")
+        if recorder is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            recorder.write(out / f"episode_seed{seed}.mp4")
+    wall_time = time.perf_counter() - start
+    report = {
+        "game": spec.name,
+        "env_id": spec.env_id,
+        "policy": policy.policy_id,
+        "seeds": seeds,
+        "episodes": [
+            {"seed": r.seed, "return": r.episode_return, "length": r.length, "wall_time_s": round(r.wall_time_s, 3)}
+            for r in results
+        ],
+        "return": summary([r.episode_return for r in results]),
+        "wall_time_s": round(wall_time, 3),
+        "env_steps_per_s": round(sum(r.length for r in results) / wall_time, 1),
+        "versions": package_versions(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    temporary = out / "results.json.tmp"
+    temporary.write_text(json.dumps(report, indent=2))
+    temporary.replace(out / "results.json")
+    print(format_table(policy.policy_id, spec.name, results))
+    print(f"wrote {out / 'results.json'}" + (f" and {len(results)} videos" if video else ""))
+    return report

@@ -1,0 +1,58 @@
+"""One seeded episode of any Policy in its game's pipeline."""
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from agents import Observation, Policy
+from envs import GameSpec, frame_tap, make_play_env
+
+
+@dataclass
+class Step:
+    frame: np.ndarray  # [H, W, 3] uint8 the policy looked at
+    action: np.ndarray | int  # env action taken
+    reward: float  # unclipped game reward it earned
+    terminated: bool  # the real episode ended (all lives lost, track done)
+    truncated: bool  # the episode hit its time limit
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    episode_return: float  # the full-game score, as RL-Zoo3's Monitor reports it
+    length: int  # policy decisions
+    wall_time_s: float
+
+
+def play_episode(
+    policy: Policy,
+    spec: GameSpec,
+    seed: int,
+    on_step: Callable[[Step], None] | None = None,
+) -> EpisodeResult:
+    """Play until the real end of the episode (life losses inside the pipeline do not end it)."""
+    start = time.perf_counter()
+    venv = make_play_env(spec, policy.pipeline or spec.pipeline, seed, stats_dir=policy.stats_dir)
+    tap = frame_tap(venv)
+    policy.reset(seed)
+    agent_obs, episode_start, length = venv.reset(), True, 0
+    try:
+        while True:
+            frame = tap.frame
+            return_before = tap.raw_return
+            action = policy.act(Observation(frame=frame, agent_obs=agent_obs, episode_start=episode_start))
+            agent_obs, _, dones, infos = venv.step(np.array([action]))
+            length += 1
+            episode_start = bool(dones[0])
+            episode = infos[0].get("episode")
+            truncated = episode is not None and bool(infos[0].get("TimeLimit.truncated", False))
+            if on_step is not None:
+                # After the real end the VecEnv has already reset: the score is in the Monitor's info.
+                reward = episode["r"] - return_before if episode is not None else tap.raw_return - return_before
+                on_step(Step(frame, action, float(reward), episode is not None and not truncated, truncated))
+            if episode is not None:
+                return EpisodeResult(seed, float(episode["r"]), length, time.perf_counter() - start)
+    finally:
+        venv.close()

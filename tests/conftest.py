@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub by the tests
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_EXPERTS = REPO_ROOT.parent / "shared" / "experts"
+TINY_PPO_HYPERPARAMS = "hyperparams={n_envs: 1, n_steps: 64, batch_size: 64, n_epochs: 1}"
+
+
+def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` from the repo root, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_carracing_expert(tmp_path_factory) -> Path:
+    """A real ppo_lstm CarRacing agent, trained for 128 steps with the project's trainer."""
+    root = tmp_path_factory.mktemp("tiny_expert")
+    out = root / "ppo_lstm" / "CarRacing-v3_1"
+    result = run_module(
+        "collect.train_expert", "game=carracing", "algo=ppo_lstm", "steps=128", "fast_env=false",
+        f"run_dir={root / 'runs'}", f"out={out}", "progress=false", TINY_PPO_HYPERPARAMS,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
