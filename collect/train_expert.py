@@ -130,12 +130,7 @@ def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_e
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
-    env_id = spec.env_id
-    if cfg.fast_env and spec.env_aliases:
-        from envs.fast_car_racing import register_fast_car_racing
-
-        register_fast_car_racing()
-        env_id = spec.env_aliases[0]
+    env_id = spec.play_env_id(bool(cfg.fast_env))
     torch.set_num_threads(int(cfg.threads))
     state = RunState(Path(cfg.run_dir).expanduser() / f"{cfg.game}_{cfg.algo}_seed{cfg.seed}", env_id)
     state.run_dir.mkdir(parents=True, exist_ok=True)

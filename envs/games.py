@@ -38,6 +38,10 @@ class GameSpec:
     def default_expert_path(self) -> Path:
         return REPO_ROOT / self.default_expert
 
+    def play_env_id(self, fast: bool) -> str:
+        """The env to play in: the faster twin where there is one and `fast` asks for it."""
+        return self.env_aliases[0] if fast and self.env_aliases else self.env_id
+
 
 CARRACING = GameSpec(
     name="carracing",

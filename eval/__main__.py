@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     check_writable(out)
     policy = load_policy(cfg.policy, spec, expert=cfg.expert, checkpoint=cfg.checkpoint, deterministic=cfg.deterministic)
     seeds = [int(cfg.seed) + index for index in range(int(cfg.episodes))]
-    evaluate(policy, spec, seeds, out, video=bool(cfg.video))
+    evaluate(policy, spec, seeds, out, video=bool(cfg.video), env_id=spec.play_env_id(bool(cfg.fast_env)))
 
 
 if __name__ == "__main__":

@@ -59,24 +59,27 @@ class VideoRecorder:
         imageio.mimwrite(path, self.frames, fps=self.fps, macro_block_size=1)
 
 
-def evaluate(policy: Policy, spec: GameSpec, seeds: list[int], out: Path, video: bool) -> dict:
+def evaluate(
+    policy: Policy, spec: GameSpec, seeds: list[int], out: Path, video: bool, env_id: str | None = None
+) -> dict:
     """Play one episode per seed; write results.json (and videos) to `out`; return the results dict."""
     check_writable(out)
+    env_id = env_id or spec.env_id
     start = time.perf_counter()
     results = []
     bar = tqdm(seeds, desc=f"{spec.name} {policy.policy_id}", unit="episode")
     for seed in bar:
         recorder = VideoRecorder(spec) if video else None
-        result = play_episode(policy, spec, seed, on_step=recorder)
+        result = play_episode(policy, spec, seed, on_step=recorder, env_id=env_id)
         results.append(result)
-        bar.set_postfix(seed=seed, ret=f"{result.episode_return:.1f}")
+        bar.set_postfix(seed=str(seed), ret=f"{result.episode_return:.1f}")
         if recorder is not None:
             out.mkdir(parents=True, exist_ok=True)
             recorder.write(out / f"episode_seed{seed}.mp4")
     wall_time = time.perf_counter() - start
     report = {
         "game": spec.name,
-        "env_id": spec.env_id,
+        "env_id": env_id,
         "policy": policy.policy_id,
         "seeds": seeds,
         "episodes": [

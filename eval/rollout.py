@@ -31,10 +31,14 @@ def play_episode(
     spec: GameSpec,
     seed: int,
     on_step: Callable[[Step], None] | None = None,
+    env_id: str | None = None,
 ) -> EpisodeResult:
-    """Play until the real end of the episode (life losses inside the pipeline do not end it)."""
+    """Play until the real end of the episode (life losses inside the pipeline do not end it).
+
+    `env_id` plays in another registration of the same game (the pixel-identical fast CarRacing).
+    """
     start = time.perf_counter()
-    venv = make_play_env(spec, policy.pipeline or spec.pipeline, seed, stats_dir=policy.stats_dir)
+    venv = make_play_env(spec, policy.pipeline or spec.pipeline, seed, env_id=env_id, stats_dir=policy.stats_dir)
     tap = frame_tap(venv)
     policy.reset(seed)
     agent_obs, episode_start, length = venv.reset(), True, 0
