@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback
 
+from collect.learning_curve import plot_learning_curve
 from envs import REPO_ROOT, UserError, exit_on_user_error, get_game
 
 ZOO_HYPERPARAMS = Path(rl_zoo3.__file__).parent / "hyperparams"
@@ -124,6 +125,7 @@ def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_e
     for index, monitor in enumerate(sorted((state.run_dir / "zoo").rglob("*.monitor.csv"))):
         shutil.copy(monitor, out / f"{index}.monitor.csv")
     shutil.copy(state.progress_path, out / "progress.json")
+    plot_learning_curve(out, f"{manager.algo} {spec_env_id}")
 
 
 @hydra.main(config_path="../configs", config_name="train_expert", version_base="1.3")

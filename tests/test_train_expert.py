@@ -2,6 +2,7 @@ import json
 
 from stable_baselines3 import PPO
 
+from collect.learning_curve import plot_learning_curve, read_monitors
 from conftest import TINY_PPO_HYPERPARAMS, run_module
 
 
@@ -21,3 +22,23 @@ def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
     for name in ("CarRacing-v3.zip", "CarRacing-v3/config.yml", "CarRacing-v3/args.yml", "CarRacing-v3/vecnormalize.pkl"):
         assert (folder / name).is_file(), name
     assert PPO.load(folder / "CarRacing-v3.zip", device="cpu").num_timesteps == 128
+
+
+def write_monitor(path, t_start, rows):
+    lines = [f'#{{"t_start": {t_start}, "env_id": "CarRacing-v3"}}', "r,l,t"] + [f"{r},{l},{t}" for r, l, t in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_learning_curve_orders_episodes_of_all_envs_by_end_time(tmp_path):
+    write_monitor(tmp_path / "0.monitor.csv", 100.0, [(1.0, 10, 5.0), (3.0, 10, 20.0)])
+    write_monitor(tmp_path / "1.monitor.csv", 110.0, [(2.0, 30, 1.0)])  # ends at 111: second
+    steps, returns = read_monitors(sorted(tmp_path.glob("*.monitor.csv")))
+    assert steps.tolist() == [10, 40, 50]
+    assert returns.tolist() == [1.0, 2.0, 3.0]
+    assert plot_learning_curve(tmp_path, "test").is_file()
+
+
+def test_learning_curve_without_finished_episodes_writes_nothing(tmp_path):
+    write_monitor(tmp_path / "0.monitor.csv", 100.0, [])
+    assert plot_learning_curve(tmp_path, "test") is None
+    assert not (tmp_path / "learning_curve.png").exists()
