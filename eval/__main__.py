@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from agents import load_policy
@@ -15,6 +16,7 @@ def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
     if int(cfg.episodes) <= 0:
         raise UserError(f"episodes={cfg.episodes}: evaluate at least one episode")
+    torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out)
     check_writable(out)
     policy = load_policy(cfg.policy, spec, expert=cfg.expert, checkpoint=cfg.checkpoint, deterministic=cfg.deterministic)
