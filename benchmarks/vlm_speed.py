@@ -1,0 +1,151 @@
+"""Speed of the tiny VLM on CPU: training throughput and play latency with the frame cache.
+
+    python benchmarks/vlm_speed.py [--threads 1] [--steps 100]
+
+Training: forward + backward + AdamW step, every part trainable (the tiny preset's first stage),
+on PVP batches and on game-imitation batches (the game prompt is much longer).
+
+Play, in steady state as a policy plays: the LoRA weights merged into the LLM, each action brings
+one new frame, FrameCache encodes only that frame, and choose() scores every legal action of the
+game in one forward pass. The reference without the cache encodes the whole stack each action;
+the two alternate action by action so both see the same machine load. Wall time is what a game
+would see; CPU time (process_time) is what an action costs the core it runs on: less affected
+than wall time when other jobs share the cores, though not immune (shared caches, frequency).
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from envs.games import GAMES, GameSpec
+from vlm import TRAINING_STAGES, VLM, FrameCache, VLMConfig, build_tokenizer, encode, prompts
+
+TRAIN_BATCH = 16
+TRAIN_STEPS = 10
+WARMUP_STEPS = 3
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def train_samples_per_second(model: VLM, samples: list[dict]) -> float:
+    """Samples/s of forward + backward + AdamW steps on one batch (median step)."""
+    model.train()
+    model.set_trainable(**TRAINING_STAGES["scratch"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = model.collate(samples)
+
+    def step():
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    return len(samples) / statistics.median(timed(step)[0] for _ in range(TRAIN_STEPS))
+
+
+def pvp_samples(model: VLM, rng: np.random.Generator) -> list[dict]:
+    frames = rng.integers(0, 256, size=(TRAIN_BATCH, 96, 96, 3), dtype=np.uint8)
+    images = model.preprocess(frames)
+    samples = []
+    for i in range(TRAIN_BATCH):
+        y, x = (int(v) for v in rng.integers(0, prompts.RECONSTRUCT_SIZE, size=2))
+        rgb = prompts.reconstruction_target(frames[i])[y, x]
+        prompt, answer = prompts.reconstruct_prompt(y, x), prompts.reconstruct_answer(rgb)
+        samples.append(dict(images=images[i : i + 1], prompt=prompt, answer=answer))
+    return samples
+
+
+def game_samples(model: VLM, spec: GameSpec, rng: np.random.Generator) -> list[dict]:
+    frames = rng.integers(0, 256, size=(TRAIN_BATCH, spec.n_stack, *spec.frame_shape), dtype=np.uint8)
+    images = model.preprocess(frames)  # [B, n_stack, 3, S, S]
+    prompt = prompts.game_prompt(spec.n_stack, spec.instruction, spec.name)
+    return [dict(images=images[i], prompt=prompt, answer=str(rng.choice(spec.action_names))) for i in range(TRAIN_BATCH)]
+
+
+def play(model: VLM, spec: GameSpec, steps: int, rng: np.random.Generator) -> dict:
+    """Median wall and CPU seconds per action with the frame cache, and wall seconds without it."""
+    model.eval()
+    prompt = prompts.game_prompt(spec.n_stack, spec.instruction, spec.name)
+    actions = list(spec.action_names)
+    stream = rng.integers(0, 256, size=(WARMUP_STEPS + steps + spec.n_stack, *spec.frame_shape), dtype=np.uint8)
+    cache = FrameCache(model, capacity=2 * spec.n_stack)
+
+    def with_cache(t: int):
+        model.choose(prompt, actions, image_tokens=cache(stream[t : t + spec.n_stack])[None])
+
+    def without_cache(t: int):
+        model.choose(prompt, actions, images=model.preprocess(stream[t : t + spec.n_stack])[None])
+
+    cached, cached_cpu, uncached = [], [], []
+    for t in range(WARMUP_STEPS + steps):
+        wall, cpu = timed(lambda: with_cache(t))
+        wall_uncached, _ = timed(lambda: without_cache(t))
+        if t >= WARMUP_STEPS:
+            cached.append(wall)
+            cached_cpu.append(cpu)
+            uncached.append(wall_uncached)
+    return dict(
+        wall=statistics.median(cached),
+        cpu=statistics.median(cached_cpu),
+        uncached=statistics.median(uncached),
+        prompt_tokens=len(encode(model.tokenizer, prompt, None, model.num_image_tokens, model.config.num_prompt_slots)[0]),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (more than the free cores slows everything)")
+    parser.add_argument("--steps", type=int, default=100, help="timed actions per game")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    specs = list(GAMES.values())
+
+    # Answers get their own texts so that they are tokenized as they appear after the prompt.
+    tokenizer = build_tokenizer(extra_texts=[s.instruction for s in specs] + [a for s in specs for a in s.action_names])
+    model = VLM.from_config(VLMConfig.preset("tiny"), tokenizer=tokenizer)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"tiny VLM: {params / 1e6:.2f}M parameters, {model.num_image_tokens} tokens per image; torch threads "
+        f"{args.threads}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    )
+    train = [("PVP", pvp_samples(model, rng))] + [(f"{s.name} game", game_samples(model, s, rng)) for s in specs]
+    rates = ", ".join(f"{name} {train_samples_per_second(model, samples):.1f}" for name, samples in train)
+    print(f"training samples/s (batch {TRAIN_BATCH}, all parts trainable, median step): {rates}\n")
+
+    model.merge_lora()
+    print(
+        f"{'game':<14} {'stack':<11} {'actions':>7} {'prompt tok':>10} {'ms/action':>9} {'actions/s':>9} "
+        f"{'cpu ms/action':>13} {'no cache: ms':>12} {'speed-up':>8}"
+    )
+    verdicts = []
+    for spec in specs:
+        result = play(model, spec, args.steps, rng)
+        stack = f"{spec.n_stack}x{spec.frame_shape[0]}x{spec.frame_shape[1]}"
+        print(
+            f"{spec.name:<14} {stack:<11} {len(spec.action_names):>7} {result['prompt_tokens']:>10} "
+            f"{result['wall'] * 1e3:>9.1f} {1 / result['wall']:>9.1f} {result['cpu'] * 1e3:>13.1f} "
+            f"{result['uncached'] * 1e3:>12.1f} {result['uncached'] / result['wall']:>7.2f}x"
+        )
+        target = spec.decisions_per_second
+        verdict = "meets" if 1 / result["wall"] >= target else "misses"
+        verdicts.append(
+            f"{spec.name}: {1 / result['wall']:.1f} actions/s wall-clock ({verdict} the real-time target of {target}), "
+            f"{1 / result['cpu']:.1f} actions/s by CPU time"
+        )
+    print(f"(median over {args.steps} actions; load average {os.getloadavg()[0]:.1f} at the end)\n")
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Model configuration: one dataclass, two presets, the training-stage switches."""
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class VLMConfig:
+    # Vision tower. With vision_path set, a local Hugging Face CLIP directory (CLIPModel or
+    # CLIPVisionModel) is loaded and the vision_* sizes and patch_size below are ignored.
+    vision_path: str | None = None
+    image_size: int = 64  # square model input in pixels; the CLIP position grid is interpolated to it
+    patch_size: int = 8
+    vision_hidden_size: int = 192
+    vision_intermediate_size: int = 768
+    vision_layers: int = 3
+    vision_heads: int = 3
+
+    # Projector: 4 neighbouring visual tokens -> one LLM token. "2x2" = spatial merge,
+    # "1x4" = 4 consecutive tokens of a row (MiniGPT-v2).
+    merge: str = "2x2"
+
+    # LLM. With llm_path set, a local Hugging Face causal LM directory (with its tokenizer) is
+    # loaded and the llm_* sizes below are ignored; otherwise a LLaMA of these sizes is built
+    # from scratch with the project's own tokenizer.
+    llm_path: str | None = None
+    llm_hidden_size: int = 192
+    llm_intermediate_size: int = 512
+    llm_layers: int = 4
+    llm_heads: int = 3
+    max_position_embeddings: int = 1024
+    tokenizer_vocab_size: int = 1024
+
+    # LoRA on the LLM (0 = none, e.g. after merge_lora()).
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+    # SPHINX-V visual prompt encoder.
+    num_prompt_slots: int = 10
+    fourier_features: int = 128  # frequencies per corner -> 2x that (sin, cos) dims per corner
+    fourier_scale: float = 1.0
+
+    # Runtime. dtype is that of the two towers; projector, prompt encoder and LoRA stay float32.
+    dtype: str = "float32"
+    attn_implementation: str | None = None  # None = automatic, see resolve_attn_implementation
+    seed: int = 0  # initialisation of everything built from scratch
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "VLMConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown VLMConfig fields {unknown}; known fields: {sorted(known)}")
+        values = dict(values)
+        if "lora_target_modules" in values:
+            values["lora_target_modules"] = tuple(values["lora_target_modules"])
+        return cls(**values)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "VLMConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+PRESETS = {
+    # Initialised from scratch, trains on a 2-core CPU: 3.70M parameters with the default tokenizer.
+    "tiny": {},
+    # The paper's size: CLIP ViT-L/14 at 448 px (32x32 patches -> 256 LLM tokens) and a
+    # LLaMA-2-7B, both from local directories; LoRA r=64 on q/v as in MiniGPT-v2.
+    "full": dict(
+        vision_path="checkpoints/clip-vit-large-patch14",
+        llm_path="checkpoints/Llama-2-7b-chat-hf",
+        image_size=448,
+        lora_r=64,
+        lora_alpha=16,
+        dtype="bfloat16",
+    ),
+}
+
+# Which parts train in each stage; pass as model.set_trainable(**TRAINING_STAGES[name]).
+TRAINING_STAGES = {
+    # Tiny preset from scratch: nothing is pretrained, so everything learns.
+    "scratch": dict(vision=True, projector=True, llm=True, llm_lora=True, prompt_encoder=True, prompt_projector=True),
+    # PAE-LaMM pixel value prediction, paper section 3.2.
+    "pvp_stage1": dict(projector=True, llm_lora=True),
+    "pvp_stage2": dict(vision=True, projector=True, llm_lora=True),
+    "pvp_stage3": dict(projector=True, llm_lora=True),
+    # SPHINX-V: (1) align prompts with the LLM frozen, (2) SFT with the prompt encoder frozen.
+    "vp_stage1": dict(prompt_encoder=True, prompt_projector=True),
+    "vp_stage2": dict(prompt_projector=True, llm_lora=True),
+    # Game imitation fine-tuning.
+    "game": dict(projector=True, llm_lora=True),
+}
+
+
+def resolve_attn_implementation(requested: str | None) -> str:
+    """flash_attention_2 when flash-attn is installed and a CUDA GPU is present, else sdpa."""
+    if requested is not None:
+        return requested
+    if not torch.cuda.is_available():
+        return "sdpa"
+    try:
+        import flash_attn  # noqa: F401
+    except (ImportError, OSError):  # not installed, or built against another CUDA/torch
+        return "sdpa"
+    return "flash_attention_2"
+
+
+def check_local_dir(path: str, what: str) -> None:
+    """Clear error for a tower path that is not a local Hugging Face directory (nothing is downloaded)."""
+    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"{what} path {path!r} is not a local Hugging Face model directory (no config.json). "
+            f"Models are never downloaded: save one there with save_pretrained() on a machine with "
+            f"internet access, or point the config at an existing directory."
+        )

@@ -1,0 +1,70 @@
+"""Vision tower: a transformers CLIPVisionModel, CLS dropped, position grid interpolated to any input size."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from vlm.config import VLMConfig, check_local_dir
+
+# OpenAI CLIP's normalisation (what CLIPImageProcessor uses).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+UINT8_MAX = 255.0
+
+
+def preprocess_images(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 frames [..., H, W, 3] -> normalised float32 [..., 3, size, size] (bilinear, antialiased)."""
+    frames = torch.as_tensor(frames)
+    if frames.dtype != torch.uint8 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames shaped [..., H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    lead, (height, width) = frames.shape[:-3], frames.shape[-3:-1]
+    x = frames.reshape(-1, height, width, 3).permute(0, 3, 1, 2).float() / UINT8_MAX  # [N, 3, H, W]
+    if (height, width) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).reshape(*lead, 3, size, size)
+
+
+def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisionModel:
+    if config.vision_path is not None:
+        check_local_dir(config.vision_path, "vision_path")
+        return CLIPVisionModel.from_pretrained(
+            config.vision_path,
+            local_files_only=True,
+            dtype=config.torch_dtype,
+            attn_implementation=attn_implementation,
+        )
+    vision_config = CLIPVisionConfig(
+        hidden_size=config.vision_hidden_size,
+        intermediate_size=config.vision_intermediate_size,
+        num_hidden_layers=config.vision_layers,
+        num_attention_heads=config.vision_heads,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+    )
+    return vision_tower_from_config(vision_config.to_dict(), config.torch_dtype, attn_implementation)
+
+
+def vision_tower_from_config(vision_config: dict, dtype: torch.dtype, attn_implementation: str) -> CLIPVisionModel:
+    """A randomly initialised tower from a saved config dict (weights are loaded afterwards)."""
+    hf_config = CLIPVisionConfig.from_dict(vision_config)
+    hf_config._attn_implementation = attn_implementation
+    return CLIPVisionModel(hf_config).to(dtype)
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, clip: CLIPVisionModel):
+        super().__init__()
+        self.clip = clip
+        self.patch_size = clip.config.patch_size
+        self.hidden_size = clip.config.hidden_size
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] -> patch features on their grid [N, H/patch, W/patch, Dv]."""
+        n, _, height, width = pixel_values.shape
+        out = self.clip(pixel_values=pixel_values.to(self.clip.dtype), interpolate_pos_encoding=True)
+        patches = out.last_hidden_state[:, 1:]  # drop CLS, [N, gh*gw, Dv]
+        return patches.reshape(n, height // self.patch_size, width // self.patch_size, self.hidden_size)
