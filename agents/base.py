@@ -29,3 +29,7 @@ class Policy(ABC):
     @abstractmethod
     def act(self, observation: Observation):
         """The env action to take: an int for Atari, a float array [3] for CarRacing."""
+
+    def report(self) -> dict:
+        """Policy-specific counts for results.json (e.g. how often a VLM's free answer was illegal)."""
+        return {}

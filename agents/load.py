@@ -14,5 +14,9 @@ def load_policy(kind: str, spec: GameSpec, expert: str | None = None, checkpoint
     if kind == "random":
         return RandomPolicy(spec)
     if kind == "vlm":
-        raise UserError("policy=vlm needs a fine-tuned VLM checkpoint, which this version cannot build yet")
+        if not checkpoint:
+            raise UserError("policy=vlm needs checkpoint=<folder of a fine-tuned VLM>")
+        from agents.vlm_policy import VLMPolicy  # imports torch and transformers only when needed
+
+        return VLMPolicy(checkpoint, spec)
     raise UserError(f"unknown policy {kind!r}: choose one of {', '.join(POLICY_KINDS)}")

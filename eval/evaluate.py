@@ -91,10 +91,14 @@ def evaluate(
         "env_steps_per_s": round(sum(r.length for r in results) / wall_time, 1),
         "versions": package_versions(),
     }
+    if policy.report():
+        report["policy_report"] = policy.report()
     out.mkdir(parents=True, exist_ok=True)
     temporary = out / "results.json.tmp"
     temporary.write_text(json.dumps(report, indent=2))
     temporary.replace(out / "results.json")
     print(format_table(policy.policy_id, spec.name, results))
+    for key, value in report.get("policy_report", {}).items():
+        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"wrote {out / 'results.json'}" + (f" and {len(results)} videos" if video else ""))
     return report

@@ -1,0 +1,68 @@
+"""VLMPolicy: a real tiny VLM checkpoint plays real envs through the evaluation protocol's pieces."""
+import numpy as np
+import pytest
+import torch
+
+from agents import Observation, load_policy
+from agents.vlm_policy import VLMPolicy
+from conftest import run_module
+from envs import UserError, frame_tap, get_game, make_play_env
+from vlm import VLM, VLMConfig
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vlm") / "game_tiny"
+    VLM.from_config(VLMConfig.preset("tiny")).save_pretrained(str(path))
+    return path
+
+
+@pytest.mark.parametrize("game", ["carracing", "spaceinvaders"])
+def test_vlm_policy_plays_legal_actions_and_counts_free_answers(game, tiny_vlm_checkpoint):
+    spec = get_game(game)
+    policy = load_policy("vlm", spec, checkpoint=str(tiny_vlm_checkpoint))
+    assert isinstance(policy, VLMPolicy) and policy.policy_id == "vlm-game_tiny"
+    legal = [spec.codec.decode(code) for code in range(len(spec.action_names))]
+    venv = make_play_env(spec, spec.pipeline, seed=3, env_id=spec.play_env_id(fast=True))
+    tap = frame_tap(venv)
+    policy.reset(3)
+    agent_obs = venv.reset()
+    first = tap.frame.copy()
+    for step in range(STEPS):
+        action = policy.act(Observation(tap.frame, agent_obs, step == 0))
+        if step == 0:  # the first stack repeats the first frame
+            assert all(np.array_equal(frame, first) for frame in policy.frames)
+        assert any(np.array_equal(action, option) for option in legal)
+        agent_obs, _, _, _ = venv.step(np.array([action]))
+    venv.close()
+    assert len(policy.frames) == spec.n_stack
+    report = policy.report()
+    assert report["decisions"] == STEPS
+    assert 0 <= report["greedy_illegal"] <= STEPS
+    # Consecutive stacks share frames: at most one new frame per decision goes through the vision tower.
+    assert policy.cache.misses <= STEPS
+
+
+def test_same_seed_same_actions(tiny_vlm_checkpoint):
+    spec = get_game("carracing")
+    frames = np.random.default_rng(0).integers(0, 256, size=(4, *spec.frame_shape), dtype=np.uint8)
+    runs = []
+    for _ in range(2):
+        policy = VLMPolicy(tiny_vlm_checkpoint, spec)
+        policy.reset(0)
+        runs.append([policy.act(Observation(frame, None, False)) for frame in frames])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def test_missing_or_wrong_checkpoint_is_one_clear_line(tmp_path):
+    with pytest.raises(UserError, match="not a VLM checkpoint"):
+        VLMPolicy(tmp_path, get_game("carracing"))
+    result = run_module("eval", "game=carracing", "policy=vlm", f"checkpoint={tmp_path / 'nope'}", f"out={tmp_path / 'o'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+    result = run_module("eval", "game=carracing", "policy=vlm", f"out={tmp_path / 'o'}")
+    assert result.returncode == 2 and "checkpoint=" in result.stderr
+    assert not (tmp_path / "o").exists()
