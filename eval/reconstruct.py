@@ -1,0 +1,167 @@
+"""python -m eval.reconstruct checkpoint=DIR images=SOURCE n=8 [seeds=90000-90002] [out=results/reconstruct]
+
+Reconstruction error (PAE-LaMM, eq. 1-2): the model is asked the RGB value at every one of the
+64x64 locations of each image; RE = sum |pred - gt| / (H * W * 255), reported x100, with |pred - gt|
+the mean over the three channels (the paper does not say how channels combine; summing them would
+triple the number). An answer that does not parse as [r,g,b] counts as the maximum error.
+
+Inference shares one image: the tokens common to all 4096 questions (bos, image block, the start of
+the question) run once into a KV cache, which the questions (in chunks of `batch`) continue from;
+answers are decoded greedily.
+"""
+import copy
+import json
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from tqdm import tqdm
+
+from envs import UserError, exit_on_user_error
+from eval.evaluate import check_writable
+from train.data import ImageSources, parse_seeds
+from train.packing import common_prefix_length
+from vlm import VLM, encode, prompts
+
+SIZE = prompts.RECONSTRUCT_SIZE
+MAX_ANSWER_TOKENS = 16  # "[255,255,255]" and eos are 14 tokens with digits split one by one
+RE_SCALE = 100  # the paper reports RE x100
+PNG_UPSCALE = 4  # 64x64 is small to look at: each pixel becomes 4x4 in the PNGs
+
+
+def worst_answers(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """prediction with every unanswered location [64, 64] (valid False) set to the value farthest from the target."""
+    farthest = np.where(target < (prompts.RGB_MAX + 1) // 2, prompts.RGB_MAX, 0).astype(np.uint8)
+    return np.where(valid[..., None], prediction, farthest)
+
+
+def reconstruction_error(prediction: np.ndarray, target: np.ndarray) -> float:
+    """RE x100 of uint8 [64, 64, 3] arrays."""
+    diff = np.abs(prediction.astype(np.float64) - target.astype(np.float64))
+    return float(RE_SCALE * diff.mean() / prompts.RGB_MAX)
+
+
+class Reconstructor:
+    """Asks a VLM the value at `locations` (default: all 64x64) of an image, by batched greedy decoding."""
+
+    def __init__(self, model: VLM, batch: int, locations: list[tuple[int, int]] | None = None):
+        self.model, self.batch = model, batch
+        self.locations = locations or [(y, x) for y in range(SIZE) for x in range(SIZE)]
+        ids = [
+            encode(model.tokenizer, prompts.reconstruct_prompt(y, x), None, model.num_image_tokens, model.config.num_prompt_slots)[0]
+            for y, x in self.locations
+        ]
+        self.prefix_length = common_prefix_length(ids)
+        self.prefix = torch.tensor(ids[0][: self.prefix_length], device=model.device)[None]  # [1, P]
+        # Questions whose remaining tokens have the same length run together, without padding.
+        by_length: dict[int, list[int]] = {}
+        for index, row in enumerate(ids):
+            by_length.setdefault(len(row), []).append(index)
+        self.groups = [(indices, torch.tensor([ids[i][self.prefix_length :] for i in indices], device=model.device)) for indices in by_length.values()]
+
+    @torch.inference_mode()
+    def answers(self, frame: np.ndarray) -> list[str]:
+        """uint8 [H, W, 3] -> the answer text at each location."""
+        model = self.model
+        image_tokens = model.encode_images(model.preprocess(frame[None]))  # [1, T, D]
+        embeds = model.embed(self.prefix, image_tokens=image_tokens)  # [1, P, D]
+        prefix_cache = model.llm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1).past_key_values
+        texts = [""] * len(self.locations)
+        for indices, suffixes in self.groups:
+            for start in range(0, len(indices), self.batch):
+                chunk = indices[start : start + self.batch]
+                for index, text in zip(chunk, self._decode(prefix_cache, suffixes[start : start + self.batch])):
+                    texts[index] = text
+        return texts
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [H, W, 3] -> (predicted image uint8 [64, 64, 3], bool [64, 64] where the answer parsed)."""
+        prediction = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+        valid = np.zeros((SIZE, SIZE), dtype=bool)
+        for (y, x), text in zip(self.locations, self.answers(frame)):
+            rgb = prompts.parse_rgb(text)
+            if rgb is not None:
+                prediction[y, x], valid[y, x] = rgb, True
+        return prediction, valid
+
+    def _decode(self, prefix_cache, rows: torch.Tensor) -> list[str]:
+        model, tokenizer = self.model, self.model.tokenizer
+        n, length = rows.shape
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(n)
+        positions = torch.arange(self.prefix_length, self.prefix_length + length, device=model.device).expand(n, -1)  # [n, Ls]
+        logits = model.llm(input_ids=rows, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        done = torch.zeros(n, dtype=torch.bool, device=model.device)
+        generated = []
+        for step in range(MAX_ANSWER_TOKENS):
+            token = torch.where(done, tokenizer.pad_token_id, logits.argmax(-1))  # [n]
+            generated.append(token)
+            done |= token == tokenizer.eos_token_id
+            if done.all() or step == MAX_ANSWER_TOKENS - 1:
+                break
+            position = torch.full((n, 1), self.prefix_length + length + step, device=model.device)
+            logits = model.llm(input_ids=token[:, None], position_ids=position, past_key_values=cache, use_cache=True).logits[:, -1]
+        texts = []
+        for row in torch.stack(generated, dim=1).tolist():
+            row = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
+            texts.append(tokenizer.decode(row, skip_special_tokens=True))
+        return texts
+
+
+def side_by_side(target: np.ndarray, prediction: np.ndarray) -> Image.Image:
+    """ground truth | reconstruction, each pixel PNG_UPSCALE x PNG_UPSCALE."""
+    gap = np.full((SIZE, 1, 3), prompts.RGB_MAX, dtype=np.uint8)
+    row = np.concatenate([target, gap, prediction], axis=1)
+    return Image.fromarray(row).resize((row.shape[1] * PNG_UPSCALE, SIZE * PNG_UPSCALE), Image.NEAREST)
+
+
+def evaluate_reconstruction(model: VLM, sources: ImageSources, n: int, seed: int, batch: int, out: Path, progress: bool = True) -> dict:
+    """RE of n images drawn (seeded) from sources; writes one PNG per image and results.json into out."""
+    indices = sorted(np.random.default_rng(seed).choice(len(sources), size=n, replace=False).tolist())
+    reconstructor = Reconstructor(model, batch)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    per_image = []
+    for index in tqdm(indices, desc="reconstruct", unit="image", disable=not progress):
+        frame = sources[index]
+        target = prompts.reconstruction_target(frame)
+        prediction, valid = reconstructor(frame)
+        prediction = worst_answers(prediction, target, valid)
+        png = out / f"{index:07d}.png"
+        side_by_side(target, prediction).save(png)
+        per_image.append({"index": index, "re": reconstruction_error(prediction, target), "unparsed": int((~valid).sum()), "png": png.name})
+    seconds = time.perf_counter() - start
+    return {
+        "mean_re": float(np.mean([r["re"] for r in per_image])),
+        "images": per_image,
+        "questions": n * SIZE * SIZE,
+        "seconds": round(seconds, 1),
+        "questions_per_s": round(n * SIZE * SIZE / seconds, 1),
+    }
+
+
+@hydra.main(config_path="../configs", config_name="reconstruct", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    if cfg.checkpoint is None or cfg.images is None:
+        raise UserError("give checkpoint=DIR (a VLM checkpoint) and images=SOURCE (an image folder or a collected dataset)")
+    torch.set_num_threads(int(cfg.threads))
+    out = Path(cfg.out).expanduser()
+    check_writable(out)
+    sources = ImageSources([str(cfg.images)], parse_seeds(cfg.seeds))
+    if not 0 < int(cfg.n) <= len(sources):
+        raise UserError(f"n={cfg.n}: choose between 1 and the {len(sources)} frames the images hold")
+    model = VLM.from_pretrained(str(Path(cfg.checkpoint).expanduser())).eval()
+    result = evaluate_reconstruction(model, sources, int(cfg.n), int(cfg.seed), int(cfg.batch), out, bool(cfg.progress))
+    result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": cfg.seeds, **result}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print(f"RE x100 = {result['mean_re']:.2f} over {cfg.n} images ({result['questions']} questions, "
+          f"{result['questions_per_s']} questions/s); PNGs (ground truth | reconstruction) and results.json in {out}")
+
+
+if __name__ == "__main__":
+    main()

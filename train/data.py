@@ -1,0 +1,91 @@
+"""Image sources: folders of PNG/JPEG images and collected datasets, read as single RGB frames."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from collect.dataset import DATA_DIR, METADATA_FILE, CollectedDataset
+from envs import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+EXPERT_POLICY_PREFIX = "expert"  # collected policy ids: "expert-ppo-...", "random-..."
+
+
+def parse_seeds(seeds) -> list[int] | None:
+    """None (every episode), a list of ints, or "first-last" (inclusive) -> a list of seeds."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, int):
+        return [seeds]
+    if isinstance(seeds, str):
+        first, sep, last = seeds.partition("-")
+        if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+            raise UserError(f"seeds={seeds!r}: give a list like [27,28,29] or a range like 0-26")
+        return list(range(int(first), int(last) + 1))
+    return [int(seed) for seed in seeds]
+
+
+def is_collected_dataset(path: Path) -> bool:
+    return (path / DATA_DIR / METADATA_FILE).is_file()
+
+
+def open_collected(path: str | Path, seeds: list[int] | None, n_stack: int | None = None) -> CollectedDataset:
+    """The episodes of a collected dataset whose seeds are in `seeds` (all when None); files are memory-mapped."""
+    path = Path(path).expanduser()
+    dataset = CollectedDataset(path, n_stack=n_stack, verify=False)
+    if seeds is None:
+        return dataset
+    kept = dataset.subset([seed for seed in dataset.seeds if seed in set(seeds)])
+    if not len(kept):
+        raise UserError(f"{path} has no episodes with the seeds asked for (its seeds: {dataset.seeds})")
+    return kept
+
+
+class ImageSources:
+    """Every frame of the sources, by index: uint8 [H, W, 3] RGB.
+
+    A source is a collected dataset folder (its single frames, of the episodes in `seeds`) or any
+    folder holding PNG/JPEG images (searched recursively; `seeds` does not apply to it).
+    """
+
+    def __init__(self, sources: list[str], seeds: list[int] | None = None):
+        if not sources:
+            raise UserError("no image sources: pass data=[FOLDER,...] (image folders or collected datasets)")
+        self.datasets: list[CollectedDataset] = []
+        self.files: list[Path] = []
+        for source in sources:
+            path = Path(source).expanduser()
+            if is_collected_dataset(path):
+                self.datasets.append(open_collected(path, seeds, n_stack=1))
+            elif path.is_dir():
+                files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise UserError(f"{path} holds no PNG or JPEG images and is not a collected dataset")
+                self.files += files
+            else:
+                raise UserError(f"image source {path} does not exist: give a folder of PNG/JPEG images or a collected dataset")
+        self._dataset_ends = np.cumsum([len(d) for d in self.datasets])  # [n_datasets]
+
+    def __len__(self) -> int:
+        return int(self._dataset_ends[-1] if len(self.datasets) else 0) + len(self.files)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """A writable copy of frame `index` (dataset frames are read-only views of mapped files)."""
+        frames_in_datasets = len(self) - len(self.files)
+        if index >= frames_in_datasets:
+            return read_image(self.files[index - frames_in_datasets])
+        which = int(np.searchsorted(self._dataset_ends, index, side="right"))
+        start = self._dataset_ends[which - 1] if which else 0
+        return np.array(self.datasets[which][int(index - start)].frames[-1])
+
+    def expert_datasets(self) -> list[CollectedDataset]:
+        """The collected datasets an expert played (their actions are worth imitating)."""
+        return [d for d in self.datasets if d.policy_id.startswith(EXPERT_POLICY_PREFIX)]
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except OSError as error:
+        raise UserError(f"{path} is not a readable image ({error})") from None
