@@ -31,3 +31,11 @@ def tiny_carracing_expert(tmp_path_factory) -> Path:
     )
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Small matmuls gain nothing from a second thread, and lose a lot when other jobs share the cores."""
+    import torch
+
+    torch.set_num_threads(1)

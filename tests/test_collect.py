@@ -30,14 +30,6 @@ KILL_AFTER_START_S = 0.5  # let the second episode get going before the kill
 KILL_DEADLINE_S = 240
 
 
-@pytest.fixture(scope="module", autouse=True)
-def keep_torch_threads():
-    """Collecting here sets torch to one thread (as every player); later test files get their count back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_main(*args: str) -> None:
     """`python -m collect ARGS` in this process: Hydra composes the same config, then the command's own main runs."""
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -15,14 +14,6 @@ MICRO = dict(
     llm_hidden_size=64, llm_intermediate_size=128, llm_layers=2, llm_heads=2, vision_hidden_size=48,
     vision_intermediate_size=96, vision_layers=1, vision_heads=2, lora_r=4, fourier_features=16,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,6 @@ KILL_POLL_S = 0.05
 DEADLINE_S = 300
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     """PNGs and a JPEG of assorted sizes, one in a subfolder."""

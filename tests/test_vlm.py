@@ -41,15 +41,6 @@ SPACEINVADERS_ACTIONS = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE
 MEMORISE_MAX_STEPS, MEMORISED_LOSS = 60, 0.05
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matmuls gain nothing from a second thread, and lose a lot when other jobs share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def model() -> VLM:
     return VLM.from_config(VLMConfig.preset("tiny")).eval()
