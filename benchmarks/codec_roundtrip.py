@@ -1,24 +1,40 @@
 """How much return the discrete action set costs: an expert's raw actions vs the same expert with
-every action it takes snapped to the game's action codes (encode -> decode), on the same seeds.
+every action it takes snapped to a discrete action set (encode -> decode), on the same seeds.
+For CarRacing it compares the game's codec with a coarser and a finer one.
 
     python benchmarks/codec_roundtrip.py --game carracing --episodes 15 --seed 100000 [--expert DIR]
 """
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from agents import ExpertPolicy, Observation, Policy
-from envs import get_game
-from eval.rollout import play_episode
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import ExpertPolicy, Observation, Policy  # noqa: E402
+from envs import GridCodec, get_game  # noqa: E402
+from eval.rollout import play_episode  # noqa: E402
+
+GAS, COAST, BRAKE = ("gas", 1.0, 0.0), ("coast", 0.0, 0.0), ("brake", 0.0, 0.8)
+# Other CarRacing action sets to compare with the game's own.
+CARRACING_ALTERNATIVES = {
+    "3 steer x 3 pedal": GridCodec(steer=(("left", -1.0), ("straight", 0.0), ("right", 1.0)), pedal=(GAS, COAST, BRAKE)),
+    "5 steer x 4 pedal (+ half gas)": GridCodec(
+        steer=(("hardleft", -1.0), ("left", -0.4), ("straight", 0.0), ("right", 0.4), ("hardright", 1.0)),
+        pedal=(GAS, ("halfgas", 0.5, 0.0), COAST, BRAKE),
+    ),
+}
 
 
 class CodecRoundTrip(Policy):
     """The inner policy, with each action replaced by decode(encode(action))."""
 
-    def __init__(self, inner: ExpertPolicy, codec):
+    def __init__(self, inner: ExpertPolicy, codec, name: str):
         self.inner, self.codec = inner, codec
         self.pipeline, self.stats_dir = inner.pipeline, inner.stats_dir
-        self.policy_id = f"{inner.policy_id}+codec"
+        self.policy_id = f"{name} ({len(codec.names)} actions)"
 
     def reset(self, seed: int) -> None:
         self.inner.reset(seed)
@@ -34,19 +50,27 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=15)
     parser.add_argument("--seed", type=int, default=100000)
     args = parser.parse_args()
+    torch.set_num_threads(1)
     spec = get_game(args.game)
     expert = ExpertPolicy(args.expert or spec.default_expert_path, spec)
     seeds = range(args.seed, args.seed + args.episodes)
+    codecs = {f"game codec {spec.name}": spec.codec}
+    if spec.name == "carracing":
+        codecs.update(CARRACING_ALTERNATIVES)
+    policies = [expert] + [CodecRoundTrip(expert, codec, name) for name, codec in codecs.items()]
     rows = {}
-    for policy in (expert, CodecRoundTrip(expert, spec.codec)):
-        rows[policy.policy_id] = [play_episode(policy, spec, seed).episode_return for seed in seeds]
+    for policy in policies:
+        rows[policy.policy_id] = np.array(
+            [play_episode(policy, spec, seed, env_id=spec.play_env_id(fast=True)).episode_return for seed in seeds]
+        )
         print(f"{policy.policy_id}: {' '.join(f'{r:.1f}' for r in rows[policy.policy_id])}", flush=True)
-    raw, snapped = (np.array(returns) for returns in rows.values())
-    print(f"\n{spec.name}: {len(spec.action_names)} actions, seeds {args.seed}-{args.seed + args.episodes - 1}")
-    print(f"{'policy':<50} {'mean':>9} {'std':>8}")
+    raw = rows[expert.policy_id]
+    print(f"\n{spec.name}, {expert.policy_id}, seeds {args.seed}-{args.seed + args.episodes - 1}")
+    print(f"| {'actions':<48} | {'mean':>8} | {'std':>7} | {'vs raw':>6} |")
+    print(f"|{'-' * 50}|{'-' * 10}|{'-' * 9}|{'-' * 8}|")
     for name, returns in rows.items():
-        print(f"{name:<50} {np.mean(returns):>9.2f} {np.std(returns):>8.2f}")
-    print(f"{'codec / raw (ratio of means)':<50} {snapped.mean() / raw.mean():>9.3f}")
+        label = "raw (continuous)" if name == expert.policy_id else name
+        print(f"| {label:<48} | {returns.mean():>8.2f} | {returns.std():>7.2f} | {returns.mean() / raw.mean():>6.3f} |")
 
 
 if __name__ == "__main__":

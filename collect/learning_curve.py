@@ -23,8 +23,9 @@ def read_monitors(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     for path in files:
         with path.open() as f:
             t_start = json.loads(f.readline().lstrip("#"))["t_start"]
-            rows = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)  # columns r, l, t
-        if rows.size:
+            lines = f.read().splitlines()[1:]  # after the header "r,l,t"
+        if lines:
+            rows = np.loadtxt(lines, delimiter=",", ndmin=2)  # columns r, l, t
             returns.append(rows[:, 0])
             lengths.append(rows[:, 1])
             ends.append(t_start + rows[:, 2])

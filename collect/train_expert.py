@@ -8,9 +8,11 @@ tree, and a resume that continues the step counter and learning-rate schedule wh
 At the end (or with `export_only=true`) the agent is exported in RL-Zoo3's folder layout.
 """
 import argparse
+import io
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import hydra
@@ -21,10 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback
 
-from collect.learning_curve import plot_learning_curve
+from collect.learning_curve import MONITOR_GLOB, plot_learning_curve, read_monitors
 from envs import REPO_ROOT, UserError, exit_on_user_error, get_game
 
 ZOO_HYPERPARAMS = Path(rl_zoo3.__file__).parent / "hyperparams"
+OPTIMIZER_MEMBER = "policy.optimizer.pth"  # SB3's name for the optimizer state inside an agent zip
 
 
 class RunState:
@@ -43,6 +46,13 @@ class RunState:
             zoo_path = self.model_path.parent / self.env_id / "vecnormalize.pkl"
             zoo_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.stats_path, zoo_path)
+
+    def adopt(self, agent_zip: Path, stats: Path) -> None:
+        """Start this run from another agent (and its VecNormalize stats, if it has them)."""
+        self.model_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(agent_zip, self.model_path)
+        if stats.is_file():
+            shutil.copy(stats, self.stats_path)
 
     def progress(self) -> dict:
         if self.progress_path.is_file():
@@ -113,16 +123,40 @@ def build_manager(cfg: DictConfig, state: RunState, progress: dict, init: str) -
     )
 
 
+def save_policy_only(model, path: Path) -> None:
+    """The agent zip without Adam's moment estimates (2/3 of a zip): same policy, and still loadable
+    and trainable (`init=`), with an empty optimizer state."""
+    model.save(path)
+    optimizer = model.policy.optimizer.state_dict()
+    buffer = io.BytesIO()
+    torch.save({"state": {}, "param_groups": optimizer["param_groups"]}, buffer)
+    with zipfile.ZipFile(path) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    members[OPTIMIZER_MEMBER] = buffer.getvalue()
+    temporary = path.with_suffix(".tmp.zip")
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in members.items():
+            target.writestr(name, data)
+    temporary.replace(path)
+
+
 def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_env_id: str) -> None:
     """Write RL-Zoo3's layout `out/ENV.zip`, `out/ENV/{config,args}.yml`, vecnormalize.pkl, monitor files."""
     params = out / spec_env_id
     params.mkdir(parents=True, exist_ok=True)
-    model.save(out / f"{spec_env_id}.zip")
-    for name in ("config.yml", "args.yml"):
-        shutil.copy(Path(manager.params_path) / name, params / name)
+    save_policy_only(model, out / f"{spec_env_id}.zip")
+    shutil.copy(Path(manager.params_path) / "config.yml", params / "config.yml")
+    # Named for the game's own env (a fast twin is the same game), so rl_zoo3's enjoy and our eval
+    # find ENV.zip; progress.json keeps the env it trained on.
+    args = yaml.load((Path(manager.params_path) / "args.yml").read_text(), Loader=yaml.UnsafeLoader)
+    args["env"] = spec_env_id
+    (params / "args.yml").write_text(yaml.dump(args))
     if state.stats_path.is_file():
         shutil.copy(state.stats_path, params / "vecnormalize.pkl")
-    for index, monitor in enumerate(sorted((state.run_dir / "zoo").rglob("*.monitor.csv"))):
+    for stale in out.glob(MONITOR_GLOB):
+        stale.unlink()
+    monitors = [m for m in sorted((state.run_dir / "zoo").rglob(MONITOR_GLOB)) if len(read_monitors([m])[1])]
+    for index, monitor in enumerate(monitors):
         shutil.copy(monitor, out / f"{index}.monitor.csv")
     shutil.copy(state.progress_path, out / "progress.json")
     plot_learning_curve(out, f"{manager.algo} {spec_env_id}")
@@ -137,16 +171,16 @@ def main(cfg: DictConfig) -> None:
     state = RunState(Path(cfg.run_dir).expanduser() / f"{cfg.game}_{cfg.algo}_seed{cfg.seed}", env_id)
     state.run_dir.mkdir(parents=True, exist_ok=True)
     progress = state.progress()
+    if not state.model_path.is_file() and cfg.init:
+        agent = Path(cfg.init).expanduser().resolve()
+        if not agent.is_file():
+            raise UserError(f"init={cfg.init} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
+        state.adopt(agent, stats=agent.parent / spec.env_id / "vecnormalize.pkl")
+    init = ""
     if state.model_path.is_file():
         init = str(state.model_path)
         state.stage_stats_for_zoo()
-    elif cfg.init:
-        init = str(Path(cfg.init).expanduser().resolve())
-        if not Path(init).is_file():
-            raise UserError(f"init={cfg.init} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
-    else:
-        init = ""
-    progress["segments"].append({"start_steps": progress["steps"], "init": init, "started": time.ctime()})
+    progress["segments"].append({"start_steps": progress["steps"], "init": init, "env_id": env_id, "started": time.ctime()})
     manager = build_manager(cfg, state, progress, init)
     model, _ = manager.setup_experiment()
     if progress["steps"] == 0 and init:

@@ -1,5 +1,8 @@
+import io
 import json
+import zipfile
 
+import torch
 from stable_baselines3 import PPO
 
 from collect.learning_curve import plot_learning_curve, read_monitors
@@ -42,3 +45,22 @@ def test_learning_curve_without_finished_episodes_writes_nothing(tmp_path):
     write_monitor(tmp_path / "0.monitor.csv", 100.0, [])
     assert plot_learning_curve(tmp_path, "test") is None
     assert not (tmp_path / "learning_curve.png").exists()
+
+
+def test_export_is_policy_only_and_continues_with_init(tmp_path):
+    common = ["game=carracing", "algo=ppo", "fast_env=false", "save_every=64", "progress=false", TINY_PPO_HYPERPARAMS]
+    first_out = tmp_path / "first" / "CarRacing-v3_1"
+    first = run_module("collect.train_expert", "steps=64", f"run_dir={tmp_path / 'a'}", f"out={first_out}", *common)
+    assert first.returncode == 0, first.stderr
+    agent = first_out / "CarRacing-v3.zip"
+    with zipfile.ZipFile(agent) as archive:
+        optimizer = torch.load(io.BytesIO(archive.read("policy.optimizer.pth")))
+    assert optimizer["state"] == {} and optimizer["param_groups"]
+    original = PPO.load(agent, device="cpu")
+    assert original.num_timesteps == 64
+
+    second_out = tmp_path / "second" / "CarRacing-v3_1"
+    second = run_module("collect.train_expert", "steps=128", f"init={agent}", f"run_dir={tmp_path / 'b'}", f"out={second_out}", *common)
+    assert second.returncode == 0, second.stderr
+    assert "64 of 128 steps done" in second.stdout
+    assert PPO.load(second_out / "CarRacing-v3.zip", device="cpu").num_timesteps == 128
