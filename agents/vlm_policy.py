@@ -9,6 +9,8 @@ from agents.base import Observation, Policy
 from envs import GameSpec, UserError
 from vlm import VLM, FrameCache, prompts
 
+FINAL_DIR = "final"
+
 
 class VLMPolicy(Policy):
     """Plays by constrained choice among the game's action words, in the game's default pipeline.
@@ -26,7 +28,8 @@ class VLMPolicy(Policy):
         self.model = VLM.from_pretrained(str(path))
         self.model.merge_lora()  # plain linear layers play a little faster
         self.spec = spec
-        self.policy_id = f"vlm-{path.name}"
+        # A training run's model lives in RUN/STAGE/final: name it by its run.
+        self.policy_id = f"vlm-{path.parents[1].name if path.name == FINAL_DIR else path.name}"
         self.prompt = prompts.game_prompt(spec.n_stack, spec.instruction, spec.name)
         self.candidates = list(spec.action_names)
         self.cache = FrameCache(self.model, capacity=2 * spec.n_stack)

@@ -29,13 +29,14 @@ def is_collected_dataset(path: Path) -> bool:
     return (path / DATA_DIR / METADATA_FILE).is_file()
 
 
-def open_collected(path: str | Path, seeds: list[int] | None, n_stack: int | None = None) -> CollectedDataset:
-    """The episodes of a collected dataset whose seeds are in `seeds` (all when None); files are memory-mapped."""
+def open_collected(path: str | Path, seeds: list[int] | None, n_stack: int | None = None, held_out: list[int] = ()) -> CollectedDataset:
+    """The episodes of a collected dataset whose seeds are in `seeds` (all when None) and not in `held_out`;
+    files are memory-mapped."""
     path = Path(path).expanduser()
     dataset = CollectedDataset(path, n_stack=n_stack, verify=False)
-    if seeds is None:
+    if seeds is None and not held_out:
         return dataset
-    kept = dataset.subset([seed for seed in dataset.seeds if seed in set(seeds)])
+    kept = dataset.subset([seed for seed in dataset.seeds if (seeds is None or seed in set(seeds)) and seed not in set(held_out)])
     if not len(kept):
         raise UserError(f"{path} has no episodes with the seeds asked for (its seeds: {dataset.seeds})")
     return kept
@@ -44,11 +45,11 @@ def open_collected(path: str | Path, seeds: list[int] | None, n_stack: int | Non
 class ImageSources:
     """Every frame of the sources, by index: uint8 [H, W, 3] RGB.
 
-    A source is a collected dataset folder (its single frames, of the episodes in `seeds`) or any
-    folder holding PNG/JPEG images (searched recursively; `seeds` does not apply to it).
+    A source is a collected dataset folder (its single frames, of the episodes in `seeds` but not in
+    `held_out`) or any folder holding PNG/JPEG images (searched recursively; seeds do not apply to it).
     """
 
-    def __init__(self, sources: list[str], seeds: list[int] | None = None):
+    def __init__(self, sources: list[str], seeds: list[int] | None = None, held_out: list[int] = ()):
         if not sources:
             raise UserError("no image sources: pass data=[FOLDER,...] (image folders or collected datasets)")
         self.datasets: list[CollectedDataset] = []
@@ -56,7 +57,7 @@ class ImageSources:
         for source in sources:
             path = Path(source).expanduser()
             if is_collected_dataset(path):
-                self.datasets.append(open_collected(path, seeds, n_stack=1))
+                self.datasets.append(open_collected(path, seeds, n_stack=1, held_out=held_out))
             elif path.is_dir():
                 files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
                 if not files:
@@ -78,9 +79,9 @@ class ImageSources:
         start = self._dataset_ends[which - 1] if which else 0
         return np.array(self.datasets[which][int(index - start)].frames[-1])
 
-    def expert_datasets(self) -> list[CollectedDataset]:
-        """The collected datasets an expert played (their actions are worth imitating)."""
-        return [d for d in self.datasets if d.policy_id.startswith(EXPERT_POLICY_PREFIX)]
+    def expert_datasets(self, game: str | None = None) -> list[CollectedDataset]:
+        """The collected datasets an expert played (their actions are worth imitating), of `game` if given."""
+        return [d for d in self.datasets if d.policy_id.startswith(EXPERT_POLICY_PREFIX) and game in (None, d.spec.name)]
 
 
 def read_image(path: Path) -> np.ndarray:

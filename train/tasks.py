@@ -60,12 +60,12 @@ class GameTask:
         return model.collate(samples)
 
 
-def game_datasets(sources: ImageSources) -> list[CollectedDataset]:
-    """The expert datasets among the sources (same episodes), with each game's own frame stack."""
-    return [open_collected(d.root, d.seeds) for d in sources.expert_datasets()]
+def game_datasets(sources: ImageSources, game: str | None = None) -> list[CollectedDataset]:
+    """The expert datasets among the sources (same episodes; of `game` if given), with each game's own frame stack."""
+    return [open_collected(d.root, d.seeds) for d in sources.expert_datasets(game)]
 
 
-def build_tasks(task_configs: dict, sources: ImageSources) -> tuple[dict, dict[str, str]]:
+def build_tasks(task_configs: dict, sources: ImageSources, game: str | None = None) -> tuple[dict, dict[str, str]]:
     """{name: (task, batch_size, ratio)} of the tasks whose data the sources hold, and {name: why} of the others."""
     tasks, left_out = {}, {}
     for name, options in task_configs.items():
@@ -74,11 +74,11 @@ def build_tasks(task_configs: dict, sources: ImageSources) -> tuple[dict, dict[s
                 raise UserError(f"pvp batch_size {options['batch_size']} is not a multiple of queries_per_image {options['queries_per_image']}")
             tasks[name] = (PVPTask(sources, int(options["queries_per_image"])), int(options["batch_size"]), float(options["ratio"]))
         elif name == GAME:
-            datasets = game_datasets(sources)
+            datasets = game_datasets(sources, game)
             if datasets:
                 tasks[name] = (GameTask(datasets), int(options["batch_size"]), float(options["ratio"]))
             else:
-                left_out[name] = "no dataset an expert played among the sources"
+                left_out[name] = f"no dataset an expert played{' ' + game if game else ''} among the sources"
         else:
             raise UserError(f"unknown task {name!r}: the tasks are {PVP}, {GAME}")
     if not tasks:
