@@ -25,6 +25,11 @@ CARRACING_ALTERNATIVES = {
         steer=(("hardleft", -1.0), ("left", -0.4), ("straight", 0.0), ("right", 0.4), ("hardright", 1.0)),
         pedal=(GAS, ("halfgas", 0.5, 0.0), COAST, BRAKE),
     ),
+    # The ppo_lstm expert steers in small amounts (|steer| < 0.25) with gas around 0.04.
+    "9 fine steer x 3 light pedal": GridCodec(
+        steer=tuple((f"steer{value:+.2f}", value) for value in (-0.4, -0.15, -0.06, -0.02, 0.0, 0.02, 0.06, 0.15, 0.4)),
+        pedal=(("coast", 0.0, 0.0), ("slow", 0.03, 0.0), ("gas", 0.06, 0.0)),
+    ),
 }
 
 
