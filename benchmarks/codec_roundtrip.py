@@ -17,19 +17,13 @@ from agents import ExpertPolicy, Observation, Policy  # noqa: E402
 from envs import GridCodec, get_game  # noqa: E402
 from eval.rollout import play_episode  # noqa: E402
 
+# Other CarRacing action sets to compare with the game's own: full-pedal grids (gas 1, brake 0.8).
 GAS, COAST, BRAKE = ("gas", 1.0, 0.0), ("coast", 0.0, 0.0), ("brake", 0.0, 0.8)
-# Other CarRacing action sets to compare with the game's own.
+FIVE_STEER = (("hardleft", -1.0), ("left", -0.4), ("straight", 0.0), ("right", 0.4), ("hardright", 1.0))
 CARRACING_ALTERNATIVES = {
     "3 steer x 3 pedal": GridCodec(steer=(("left", -1.0), ("straight", 0.0), ("right", 1.0)), pedal=(GAS, COAST, BRAKE)),
-    "5 steer x 4 pedal (+ half gas)": GridCodec(
-        steer=(("hardleft", -1.0), ("left", -0.4), ("straight", 0.0), ("right", 0.4), ("hardright", 1.0)),
-        pedal=(GAS, ("halfgas", 0.5, 0.0), COAST, BRAKE),
-    ),
-    # The ppo_lstm expert steers in small amounts (|steer| < 0.25) with gas around 0.04.
-    "9 fine steer x 3 light pedal": GridCodec(
-        steer=tuple((f"steer{value:+.2f}", value) for value in (-0.4, -0.15, -0.06, -0.02, 0.0, 0.02, 0.06, 0.15, 0.4)),
-        pedal=(("coast", 0.0, 0.0), ("slow", 0.03, 0.0), ("gas", 0.06, 0.0)),
-    ),
+    "5 steer x 3 pedal": GridCodec(steer=FIVE_STEER, pedal=(GAS, COAST, BRAKE)),
+    "5 steer x 4 pedal (+ half gas)": GridCodec(steer=FIVE_STEER, pedal=(GAS, ("halfgas", 0.5, 0.0), COAST, BRAKE)),
 }
 
 

@@ -54,13 +54,15 @@ def new_storage(data_path: Path, spec: GameSpec) -> MinariStorage:
 
 
 def policy_identity(spec: GameSpec, policy: Policy) -> dict:
-    """What makes two collections the same: the game and the policy (an expert by its agent's bytes)."""
+    """What makes two collections the same: the game, its action words (the codec the codes come
+    from) and the policy (an expert by its agent's bytes)."""
     model_bytes = getattr(policy, "model_bytes", None)
     return {
         "game": spec.name,
         "env_id": spec.env_id,
         "policy_id": policy.policy_id,
         "policy_sha256": hashlib.sha256(model_bytes).hexdigest() if model_bytes is not None else None,
+        "action_names": list(spec.action_names),
     }
 
 
@@ -167,11 +169,14 @@ class DatasetWriter:
         if stored != self.identity:
             if overwrite:
                 return False
-            raise UserError(
+            what = (
                 f"{self.out} holds {stored['game']} episodes of {stored['policy_id']} (agent sha256 {stored['policy_sha256']}); "
                 f"this run plays {self.identity['game']} with {self.identity['policy_id']} "
-                f"(agent sha256 {self.identity['policy_sha256']}): choose another out= or pass overwrite=true to replace it"
+                f"(agent sha256 {self.identity['policy_sha256']})"
             )
+            if stored | {"action_names": None} == self.identity | {"action_names": None}:
+                what = f"{self.out} holds action codes of other action words than {self.identity['game']}'s (its codec changed)"
+            raise UserError(f"{what}: choose another out= or pass overwrite=true to replace it")
         return True
 
     def _create(self) -> dict:
@@ -187,7 +192,7 @@ class DatasetWriter:
             "description": f"{self.spec.name}: raw RGB frames the VLM sees, the env action the policy took, "
                            f"its discrete action code (infos.action_code), unclipped rewards; one seed per episode.",
             "requirements": [f"{name}=={version(name)}" for name in REQUIREMENTS],
-            VLMPLAY_KEY: self.identity | {"action_names": list(self.spec.action_names), "episodes": []},
+            VLMPLAY_KEY: self.identity | {"episodes": []},
         })
         os.rename(new_data, self.out / DATA_DIR)
         new_data.parent.rmdir()

@@ -212,6 +212,19 @@ def test_other_policy_is_refused(tmp_path, capsys, reference):
     assert (out / "data" / "metadata.json").read_bytes() == before
 
 
+def test_codes_of_another_codec_are_refused(tmp_path, capsys, reference):
+    out = tmp_path / "si"
+    shutil.copytree(reference, out)
+    metadata_path = out / "data" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["vlmplay"]["action_names"] = ["NOOP", "FIRE"]  # as if made with an older codec
+    metadata_path.write_text(json.dumps(metadata))
+    code, _, err = collect_cli(capsys, *RANDOM_SI, f"out={out}")
+    assert code == 2
+    assert "other action words than spaceinvaders's (its codec changed)" in err and "overwrite=true" in err
+    assert json.loads(metadata_path.read_text()) == metadata
+
+
 def test_carracing_expert_replaces_another_game_only_with_overwrite(tmp_path, capsys, reference,
                                                                     tiny_carracing_expert):
     out = tmp_path / "dataset"

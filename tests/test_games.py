@@ -24,10 +24,11 @@ def test_carracing_codec_round_trips_every_code():
 
 def test_carracing_codec_snaps_to_the_nearest_grid_action():
     codec = get_game("carracing").codec
-    action = codec.decode(codec.encode(np.array([-0.93, 0.97, 0.02])))
-    np.testing.assert_allclose(action, [-1.0, 1.0, 0.0])
+    action = codec.decode(codec.encode(np.array([-0.07, 0.035, 0.002])))
+    np.testing.assert_allclose(action, [-0.06, 0.03, 0.0])
+    assert codec.names[codec.encode(np.array([-0.07, 0.035, 0.002]))] == "slightleft_slow"
     # Out-of-range actions (a Gaussian policy's raw samples) are clipped to the action space first.
-    np.testing.assert_allclose(codec.decode(codec.encode(np.array([3.0, 0.0, -2.0]))), [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(codec.decode(codec.encode(np.array([3.0, 0.0, -2.0]))), [0.4, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("name", sorted(GAMES))
