@@ -91,8 +91,9 @@ def evaluate(
         "env_steps_per_s": round(sum(r.length for r in results) / wall_time, 1),
         "versions": package_versions(),
     }
-    if policy.report():
-        report["policy_report"] = policy.report()
+    policy_report = policy.report()
+    if policy_report:
+        report["policy_report"] = policy_report
     out.mkdir(parents=True, exist_ok=True)
     temporary = out / "results.json.tmp"
     temporary.write_text(json.dumps(report, indent=2))
