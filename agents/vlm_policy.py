@@ -30,7 +30,7 @@ class VLMPolicy(Policy):
         self.spec = spec
         # A training run's model lives in RUN/STAGE/final: name it by its run.
         self.policy_id = f"vlm-{path.parents[1].name if path.name == FINAL_DIR else path.name}"
-        self.prompt = prompts.game_prompt(spec.n_stack, spec.instruction, spec.name)
+        self.prompt = self.model.game_prompt(spec)
         self.candidates = list(spec.action_names)
         self.cache = FrameCache(self.model, capacity=2 * spec.n_stack)
         self.frames: deque[np.ndarray] = deque(maxlen=spec.n_stack)

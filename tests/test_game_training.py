@@ -7,8 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from agents.vlm_policy import VLMPolicy
 from conftest import run_module
 from envs import UserError
+from envs.games import SPACEINVADERS
 from test_train import MICRO, MICRO_OVERRIDES, compose_train
 from train.__main__ import main as train_main
 from train.checkpoint import FINAL_DIR, SUMMARY_FILE
@@ -84,19 +86,24 @@ def test_recipe_game_trains_a_new_model_and_validates_on_held_out_episodes(exper
 
 
 def test_init_checkpoint_is_the_starting_model(expert_data, tmp_path):
-    """The game stage freezes the vision tower: it must end exactly as the init checkpoint holds it."""
+    """With the paper's trainable=game the vision tower is frozen: it must end exactly as the init
+    checkpoint holds it. The recipe's default (the tiny tower learns) moves it."""
     model = VLM.from_config(VLMConfig.preset("tiny", **MICRO))
     with torch.no_grad():
         for parameter in model.vision.parameters():
             parameter.add_(0.5)  # unlike any new model
     model.save_pretrained(str(tmp_path / "init"))
-    train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, f"init={tmp_path / 'init'}", "run=from_init")))
+    for run, trainable in (("frozen", "game"), ("default", None)):
+        overrides = [f"init={tmp_path / 'init'}", f"run={run}"] + ([f"recipe.stages.game.trainable={trainable}"] if trainable else [])
+        train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, *overrides)))
 
     def vision(path):
         return {k: v for k, v in load_file(str(path / "model.safetensors")).items() if k.startswith("vision.")}
 
-    initial, final = vision(tmp_path / "init"), vision(tmp_path / "from_init" / "game" / FINAL_DIR)
-    assert initial.keys() == final.keys() and all(torch.equal(initial[k], final[k]) for k in initial)
+    initial, frozen = vision(tmp_path / "init"), vision(tmp_path / "frozen" / "game" / FINAL_DIR)
+    assert initial.keys() == frozen.keys() and all(torch.equal(initial[k], frozen[k]) for k in initial)
+    adapted = vision(tmp_path / "default" / "game" / FINAL_DIR)
+    assert any(not torch.equal(initial[k], adapted[k]) for k in initial)
 
 
 def test_validation_needs_the_game(expert_data, tmp_path, capsys):
@@ -104,3 +111,15 @@ def test_validation_needs_the_game(expert_data, tmp_path, capsys):
         train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, "game=null", "init=none", "run=x")))
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and "needs game=" in err and not (tmp_path / "x").exists()
+
+
+def test_instruction_none_is_trained_recorded_and_played(expert_data, tmp_path):
+    train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, "init=none", "run=brief",
+                                                   "recipe.stages.game.tasks.game.instruction=none")))
+    final = tmp_path / "brief" / "game" / FINAL_DIR
+    model = VLM.from_pretrained(str(final))
+    assert model.config.game_instruction == "none"
+    assert model.game_prompt(SPACEINVADERS) == "<Img><ImageHere></Img>" * 4 + " [spaceinvaders] choose an action from Action Space: "
+    assert VLMPolicy(final, SPACEINVADERS).prompt == model.game_prompt(SPACEINVADERS)
+    with pytest.raises(ValueError, match="game_instruction"):
+        VLMConfig(game_instruction="short")

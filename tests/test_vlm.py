@@ -116,6 +116,9 @@ def test_prompt_templates_are_exact():
     assert prompts.game_prompt(2, "Drive well.", "CarRacing-v3") == (
         "<Img><ImageHere></Img><Img><ImageHere></Img> Drive well. [CarRacing-v3] choose an action from Action Space: "
     )
+    assert prompts.game_prompt(2, "", "carracing") == (
+        "<Img><ImageHere></Img><Img><ImageHere></Img> [carracing] choose an action from Action Space: "
+    )
     assert prompts.visual_prompt_question(prompts.POINT).endswith(
         "<PromptHere> Please identify the labels of each marked point in the image."
     )

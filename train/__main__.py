@@ -16,7 +16,7 @@ from envs import GAMES, UserError, exit_on_user_error, get_game
 from train import checkpoint
 from train.data import ImageSources, open_collected, parse_seeds
 from train.loop import PRECISIONS, StageConfig, start_distributed, train_stage
-from train.tasks import build_tasks
+from train.tasks import GAME, build_tasks
 from train.validate import confusion_table, read_report, validate, write_report
 from vlm import TRAINING_STAGES, VLM, VLMConfig, build_tokenizer
 
@@ -93,6 +93,8 @@ def main(cfg: DictConfig) -> None:
         if selected and not checkpoint.is_done(stage_dir):
             tasks, left_out = build_tasks(stage.tasks, sources, game)
             model = (VLM.from_pretrained(previous) if previous else new_model(cfg.model)).to(runtime.device)
+            if GAME in tasks:
+                tasks[GAME][0].configure(model)
             if runtime.is_main:
                 print(f"{stage.name}: training {stage.trainable} on {len(sources)} images, tasks {sorted(tasks)}"
                       + "".join(f"; {name} left out: {why}" for name, why in left_out.items())

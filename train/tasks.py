@@ -44,15 +44,23 @@ class PVPTask:
 
 @dataclass
 class GameTask:
-    """A batch of observations of one game (an expert dataset drawn by its number of steps)."""
+    """A batch of observations of one game (an expert dataset drawn by its number of steps), prompted
+    with the game template and the model's game_instruction (set from `instruction` by `configure`)."""
 
     datasets: list[CollectedDataset]
+    instruction: str
+
+    def configure(self, model: VLM) -> None:
+        """The model keeps the instruction it is trained with in its config, so that it plays with it."""
+        if self.instruction not in prompts.GAME_INSTRUCTIONS:
+            raise UserError(f"game task instruction={self.instruction!r}: choose one of {', '.join(prompts.GAME_INSTRUCTIONS)}")
+        model.config.game_instruction = self.instruction
 
     def batch(self, model: VLM, rng: np.random.Generator, batch_size: int) -> dict:
         sizes = np.array([len(d) for d in self.datasets], dtype=np.float64)
         dataset = self.datasets[int(rng.choice(len(self.datasets), p=sizes / sizes.sum()))]
         spec = dataset.spec
-        prompt = prompts.game_prompt(dataset.n_stack, spec.instruction, spec.name)
+        prompt = model.game_prompt(spec)
         samples = []
         for index in rng.integers(len(dataset), size=batch_size):
             sample = dataset[int(index)]
@@ -76,7 +84,8 @@ def build_tasks(task_configs: dict, sources: ImageSources, game: str | None = No
         elif name == GAME:
             datasets = game_datasets(sources, game)
             if datasets:
-                tasks[name] = (GameTask(datasets), int(options["batch_size"]), float(options["ratio"]))
+                task = GameTask(datasets, str(options.get("instruction", prompts.GAME_INSTRUCTIONS[0])))
+                tasks[name] = (task, int(options["batch_size"]), float(options["ratio"]))
             else:
                 left_out[name] = f"no dataset an expert played{' ' + game if game else ''} among the sources"
         else:

@@ -26,7 +26,7 @@ BATCH_SIZE = 16  # observations per choose() call
 def predict(model: VLM, dataset: CollectedDataset, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """The action code the model picks for every step of `dataset`: int64 [len(dataset)]."""
     spec = dataset.spec
-    prompt = prompts.game_prompt(dataset.n_stack, spec.instruction, spec.name)
+    prompt = model.game_prompt(spec)
     picked = []
     for start in range(0, len(dataset), batch_size):
         steps = range(start, min(start + batch_size, len(dataset)))

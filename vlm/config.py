@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vlm.prompts import GAME_INSTRUCTIONS
+
 
 @dataclass
 class VLMConfig:
@@ -45,10 +47,20 @@ class VLMConfig:
     fourier_features: int = 128  # frequencies per corner -> 2x that (sin, cos) dims per corner
     fourier_scale: float = 1.0
 
+    # The game template's instruction: "paper" = the objective, tips and action space before the
+    # game id (PAE-LaMM's template); "none" = the images, the game id and the question only. The
+    # instruction is the same in every sample, so a model trained from scratch learns nothing from
+    # it, and it is most of a prompt's tokens (CarRacing: 248 of 280). Training records it here.
+    game_instruction: str = "paper"
+
     # Runtime. dtype is that of the two towers; projector, prompt encoder and LoRA stay float32.
     dtype: str = "float32"
     attn_implementation: str | None = None  # None = automatic, see resolve_attn_implementation
     seed: int = 0  # initialisation of everything built from scratch
+
+    def __post_init__(self):
+        if self.game_instruction not in GAME_INSTRUCTIONS:
+            raise ValueError(f"game_instruction={self.game_instruction!r}: choose one of {GAME_INSTRUCTIONS}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vlm.choice import AnswerTree, Choice, ChoiceLayout, layout
+from vlm import prompts as prompt_templates
 from vlm.collate import collate, pad_sequences
 from vlm.config import VLMConfig, resolve_attn_implementation
 from vlm.llm import add_lora, build_llm, llm_from_config
@@ -147,6 +148,11 @@ class VLM(nn.Module):
 
     def collate(self, samples: list[dict], padding_side: str = "right") -> dict[str, torch.Tensor]:
         return collate(samples, self.tokenizer, self.num_image_tokens, self.config.num_prompt_slots, padding_side)
+
+    def game_prompt(self, spec) -> str:
+        """The game template for spec (an envs.GameSpec), with the instruction this model was trained with."""
+        instruction = spec.instruction if self.config.game_instruction == "paper" else ""
+        return prompt_templates.game_prompt(spec.n_stack, instruction, spec.name)
 
     # ---- forward -------------------------------------------------------------------------------
 

@@ -59,9 +59,13 @@ def parse_mask(text: str) -> int | None:
     return None if match is None else int(match.group())
 
 
+GAME_INSTRUCTIONS = ("paper", "none")  # VLMConfig.game_instruction
+
+
 def game_prompt(num_frames: int, instruction: str, game_id: str) -> str:
-    """One image block per stacked frame (oldest first), then the instruction and game id."""
-    return IMAGE_BLOCK * num_frames + f" {instruction} [{game_id}] choose an action from Action Space: "
+    """One image block per stacked frame (oldest first), then the instruction (if any) and game id."""
+    text = " ".join(part for part in (instruction, f"[{game_id}]") if part)
+    return IMAGE_BLOCK * num_frames + f" {text} choose an action from Action Space: "
 
 
 def visual_prompt_question(kind: str) -> str:
