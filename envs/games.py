@@ -24,6 +24,7 @@ class GameSpec:
     # bring no config.yml (random, VLM) play in this pipeline, so every policy sees the same game.
     pipeline: dict = field(hash=False)
     default_expert: str  # RL-Zoo3 experiment folder, relative to the repo root
+    default_vlm: str | None = None  # the shipped tiny VLM checkpoint folder that plays it, if one imitates it
     env_aliases: tuple[str, ...] = ()  # other env ids that are the same game (e.g. a faster twin)
 
     @property
@@ -37,6 +38,10 @@ class GameSpec:
     @property
     def default_expert_path(self) -> Path:
         return REPO_ROOT / self.default_expert
+
+    @property
+    def default_vlm_path(self) -> Path | None:
+        return None if self.default_vlm is None else REPO_ROOT / self.default_vlm
 
     def play_env_id(self, fast: bool) -> str:
         """The env to play in: the faster twin where there is one and `fast` asks for it."""
@@ -76,6 +81,7 @@ CARRACING = GameSpec(
         "normalize": "{'norm_obs': False, 'norm_reward': True}",
     },
     default_expert="experts/ppo_lstm/CarRacing-v3_1",
+    default_vlm="checkpoints/game_carracing",
     env_aliases=("CarRacingFast-v3",),
 )
 

@@ -16,6 +16,9 @@ def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
     if int(cfg.episodes) <= 0:
         raise UserError(f"episodes={cfg.episodes}: evaluate at least one episode")
+    for option, kind in (("expert", "expert"), ("checkpoint", "vlm")):
+        if cfg[option] and cfg.policy != kind:
+            raise UserError(f"{option}={cfg[option]} is read by policy={kind} only, and policy={cfg.policy}: add policy={kind}")
     torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out)
     check_writable(out)

@@ -10,7 +10,9 @@ from conftest import run_module
     [
         (["game=pong"], "unknown game 'pong'"),
         (["episodes=0"], "episodes=0"),
-        (["expert=/no/such/folder"], "expert folder /no/such/folder does not exist"),
+        (["policy=expert", "expert=/no/such/folder"], "expert folder /no/such/folder does not exist"),
+        (["expert=/some/folder"], "expert=/some/folder is read by policy=expert only"),
+        (["policy=random", "checkpoint=/some/folder"], "checkpoint=/some/folder is read by policy=vlm only"),
         (["policy=dqn"], "unknown policy 'dqn'"),
     ],
 )
@@ -48,7 +50,7 @@ def test_random_policy_same_seeds_same_returns_with_videos(tmp_path):
 
 def test_recurrent_carracing_expert_end_to_end(tmp_path, tiny_carracing_expert):
     out = tmp_path / "cr"
-    result = run_module("eval", "game=carracing", f"expert={tiny_carracing_expert}", "episodes=1", "video=false", f"out={out}")
+    result = run_module("eval", "game=carracing", "policy=expert", f"expert={tiny_carracing_expert}", "episodes=1", "video=false", f"out={out}")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "results.json").read_text())
     assert report["policy"] == "expert-ppo_lstm-CarRacing-v3_1" and report["episodes"][0]["length"] == 1000

@@ -63,6 +63,23 @@ def test_missing_or_wrong_checkpoint_is_one_clear_line(tmp_path):
     result = run_module("eval", "game=carracing", "policy=vlm", f"checkpoint={tmp_path / 'nope'}", f"out={tmp_path / 'o'}")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
-    result = run_module("eval", "game=carracing", "policy=vlm", f"out={tmp_path / 'o'}")
+    result = run_module("eval", "game=spaceinvaders", "policy=vlm", f"out={tmp_path / 'o'}")  # none ships for it
     assert result.returncode == 2 and "checkpoint=" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_shipped_carracing_checkpoint_is_the_default_and_plays():
+    spec = get_game("carracing")
+    policy = load_policy("vlm", spec)
+    assert policy.policy_id == "vlm-game_carracing" and policy.model.config.game_instruction == "none"
+    assert policy.prompt == "<Img><ImageHere></Img>" * 2 + " [carracing] choose an action from Action Space: "
+    legal = [spec.codec.decode(code) for code in range(len(spec.action_names))]
+    venv = make_play_env(spec, spec.pipeline, seed=100000, env_id=spec.play_env_id(fast=True))
+    tap = frame_tap(venv)
+    policy.reset(100000)
+    agent_obs = venv.reset()
+    for step in range(STEPS):
+        action = policy.act(Observation(tap.frame, agent_obs, step == 0))
+        assert any(np.array_equal(action, option) for option in legal)
+        agent_obs, _, _, _ = venv.step(np.array([action]))
+    venv.close()

@@ -196,7 +196,7 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
     summary = {
         "stage": stage.name,
         "trainable": list(stage.trainable),
-        "tasks": {name: {"ratio": ratio, "batch_size": batch_size} for name, (_, batch_size, ratio) in tasks.items()},
+        "tasks": {name: dict(stage.tasks[name]) for name in tasks},  # the recipe's options of each task trained
         "steps": state["step"],
         "resumed_from_step": resumed_from,
         "samples": state["samples"],

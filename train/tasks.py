@@ -48,7 +48,7 @@ class GameTask:
     with the game template and the model's game_instruction (set from `instruction` by `configure`)."""
 
     datasets: list[CollectedDataset]
-    instruction: str
+    instruction: str = prompts.GAME_INSTRUCTIONS[0]
 
     def configure(self, model: VLM) -> None:
         """The model keeps the instruction it is trained with in its config, so that it plays with it."""
@@ -84,7 +84,7 @@ def build_tasks(task_configs: dict, sources: ImageSources, game: str | None = No
         elif name == GAME:
             datasets = game_datasets(sources, game)
             if datasets:
-                task = GameTask(datasets, str(options.get("instruction", prompts.GAME_INSTRUCTIONS[0])))
+                task = GameTask(datasets, str(options.get("instruction", GameTask.instruction)))
                 tasks[name] = (task, int(options["batch_size"]), float(options["ratio"]))
             else:
                 left_out[name] = f"no dataset an expert played{' ' + game if game else ''} among the sources"
