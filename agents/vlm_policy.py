@@ -7,9 +7,8 @@ import torch
 
 from agents.base import Observation, Policy
 from envs import GameSpec, UserError
-from vlm import VLM, FrameCache, prompts
-
-FINAL_DIR = "final"
+from train.checkpoint import FINAL_DIR
+from vlm import VLM, FrameCache
 
 
 class VLMPolicy(Policy):

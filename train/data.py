@@ -36,7 +36,8 @@ def open_collected(path: str | Path, seeds: list[int] | None, n_stack: int | Non
     dataset = CollectedDataset(path, n_stack=n_stack, verify=False)
     if seeds is None and not held_out:
         return dataset
-    kept = dataset.subset([seed for seed in dataset.seeds if (seeds is None or seed in set(seeds)) and seed not in set(held_out)])
+    wanted = set(dataset.seeds if seeds is None else seeds) - set(held_out)
+    kept = dataset.subset([seed for seed in dataset.seeds if seed in wanted])
     if not len(kept):
         raise UserError(f"{path} has no episodes with the seeds asked for (its seeds: {dataset.seeds})")
     return kept

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from collect.dataset import CollectedDataset  # noqa: E402
-from vlm import VLM, prompts  # noqa: E402
+from vlm import VLM  # noqa: E402
 
 VALIDATION_FILE = "validation.json"
 CONFUSION_PNG = "confusion.png"
