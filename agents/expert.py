@@ -95,8 +95,11 @@ class ExpertPolicy(Policy):
         if "env_wrapper" not in hyperparams and "frame_stack" not in hyperparams:
             raise UserError(f"{self.stats_dir / 'config.yml'} is missing or declares no env pipeline: restore it from the training run")
         self.pipeline = {key: hyperparams[key] for key in PIPELINE_KEYS if key in hyperparams}
-        self.deterministic = ("NoFrameskip" not in spec.env_id) if deterministic is None else deterministic
-        self.policy_id = f"expert-{self.algo}-{folder.name}"
+        zoo_default = "NoFrameskip" not in spec.env_id
+        self.deterministic = zoo_default if deterministic is None else deterministic
+        # Results and datasets name a non-default choice, so the two are never mixed up.
+        mode = "" if self.deterministic == zoo_default else ("-greedy" if self.deterministic else "-sampled")
+        self.policy_id = f"expert-{self.algo}-{folder.name}{mode}"
         self.model_bytes = model_path.read_bytes()
         self.load_kwargs = {"buffer_size": 1} if self.algo in OFF_POLICY_ALGOS else {}
         self.reset(seed=0)

@@ -9,7 +9,8 @@ play are measured with both game instructions (VLMConfig.game_instruction): the 
 Play, in steady state as a policy plays: the LoRA weights merged into the LLM, each action brings
 one new frame, FrameCache encodes only that frame, and choose() scores every legal action of the
 game in one forward pass. The reference without the cache encodes the whole stack each action;
-the two alternate action by action so both see the same machine load. Wall time is what a game
+the two alternate action by action so both see the same machine load. The shipped checkpoint of
+each game (envs.GameSpec.default_vlm) is timed the same way. Wall time is what a game
 would see; CPU time (process_time) is what an action costs the core it runs on: less affected
 than wall time when other jobs share the cores, though not immune (shared caches, frequency).
 """
@@ -148,6 +149,15 @@ def main() -> None:
             verdicts.append(
                 f"{spec.name} (instruction {instruction}): {1 / result['wall']:.1f} actions/s wall-clock "
                 f"({verdict} the real-time target of {target}), {1 / result['cpu']:.1f} actions/s by CPU time"
+            )
+    for spec in specs:
+        if spec.default_vlm_path is not None:
+            shipped = VLM.from_pretrained(str(spec.default_vlm_path))
+            shipped.merge_lora()
+            result = play(shipped, spec, args.steps, rng)
+            verdicts.append(
+                f"{spec.name} (shipped checkpoint {spec.default_vlm}, instruction {shipped.config.game_instruction}): "
+                f"{1 / result['wall']:.1f} actions/s wall-clock, {1 / result['cpu']:.1f} actions/s by CPU time"
             )
     print(f"(median over {args.steps} actions; load average {os.getloadavg()[0]:.1f} at the end)\n")
     print("\n".join(verdicts))

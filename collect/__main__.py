@@ -20,7 +20,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out)
     check_writable(out)
     seeds = [int(cfg.seed) + index for index in range(int(cfg.episodes))]
-    collect(cfg.game, cfg.policy, cfg.expert, seeds, out, int(cfg.workers), bool(cfg.overwrite), bool(cfg.repair))
+    collect(cfg.game, cfg.policy, cfg.expert, seeds, out, int(cfg.workers), bool(cfg.overwrite), bool(cfg.repair),
+            cfg.deterministic)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _worker: dict = {}  # the player of a worker process, set by _start_worker
 
 
-def load_player(game: str, policy_kind: str, expert: str | None) -> tuple[GameSpec, Policy]:
+def load_player(game: str, policy_kind: str, expert: str | None, deterministic: bool | None) -> tuple[GameSpec, Policy]:
     torch.set_num_threads(PLAYER_TORCH_THREADS)
     spec = get_game(game)
-    return spec, load_policy(policy_kind, spec, expert=expert)
+    return spec, load_policy(policy_kind, spec, expert=expert, deterministic=deterministic)
 
 
 def play_and_stage(out: Path, spec: GameSpec, policy: Policy, episode_id: int, seed: int) -> StagedEpisode:
@@ -51,9 +51,10 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _start_worker(out: Path, game: str, policy_kind: str, expert: str | None, parent_pid: int) -> None:
+def _start_worker(out: Path, game: str, policy_kind: str, expert: str | None, deterministic: bool | None,
+                  parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    spec, policy = load_player(game, policy_kind, expert)
+    spec, policy = load_player(game, policy_kind, expert, deterministic)
     _worker.update(out=out, spec=spec, policy=policy)
 
 
@@ -62,7 +63,7 @@ def _play_in_worker(episode_id: int, seed: int) -> StagedEpisode:
 
 
 def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, policy: Policy, policy_kind: str,
-                    expert: str | None, workers: int) -> Iterator[StagedEpisode]:
+                    expert: str | None, deterministic: bool | None, workers: int) -> Iterator[StagedEpisode]:
     """Staged episodes in the order of `jobs` (episode id, seed), played here or in `workers` processes."""
     if workers == 1 or len(jobs) <= 1:
         for episode_id, seed in jobs:
@@ -71,7 +72,7 @@ def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, poli
     # spawn, not fork: a forked child inherits torch's thread pool state and the parent's open files.
     pool = ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_start_worker,
-        initargs=(out, spec.name, policy_kind, expert, os.getpid()),
+        initargs=(out, spec.name, policy_kind, expert, deterministic, os.getpid()),
     )
     try:
         futures = [pool.submit(_play_in_worker, episode_id, seed) for episode_id, seed in jobs]
@@ -82,9 +83,9 @@ def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, poli
 
 
 def collect(game: str, policy_kind: str, expert: str | None, seeds: list[int], out: Path, workers: int,
-            overwrite: bool = False, repair: bool = False) -> dict:
+            overwrite: bool = False, repair: bool = False, deterministic: bool | None = None) -> dict:
     """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones); returns a report."""
-    spec, policy = load_player(game, policy_kind, expert)
+    spec, policy = load_player(game, policy_kind, expert, deterministic)
     writer = DatasetWriter(out, spec, policy, overwrite, repair)
     held = set(writer.seeds)
     new_seeds = [seed for seed in seeds if seed not in held]
@@ -97,7 +98,7 @@ def collect(game: str, policy_kind: str, expert: str | None, seeds: list[int], o
 
     start, steps = time.perf_counter(), 0
     bar = tqdm(total=len(jobs), desc=f"collect {spec.name} {policy.policy_id}", unit="episode")
-    for staged in staged_in_order(jobs, out, spec, policy, policy_kind, expert, workers):
+    for staged in staged_in_order(jobs, out, spec, policy, policy_kind, expert, deterministic, workers):
         writer.commit(staged)
         steps += staged.info.length
         bar.update()

@@ -26,6 +26,19 @@ def test_expert_acts_in_its_pipeline():
     venv.close()
 
 
+def test_greedy_expert_is_named_so_and_does_not_sample():
+    policy = ExpertPolicy(SPACEINVADERS.default_expert_path, SPACEINVADERS, deterministic=True)
+    assert policy.policy_id == "expert-ppo-SpaceInvadersNoFrameskip-v4_1-greedy"  # datasets and results tell it apart
+    venv = make_play_env(SPACEINVADERS, policy.pipeline, seed=3)
+    agent_obs = venv.reset()
+    actions = set()
+    for seed in range(8):  # the sampled policy's seeds would draw different actions
+        policy.reset(seed)
+        actions.add(int(policy.act(Observation(frame=None, agent_obs=agent_obs, episode_start=True))))
+    assert len(actions) == 1
+    venv.close()
+
+
 def test_missing_folder_says_what_a_zoo_folder_holds(tmp_path):
     with pytest.raises(UserError, match="does not exist.*ENV.zip"):
         ExpertPolicy(tmp_path / "nope", SPACEINVADERS)
