@@ -1,6 +1,7 @@
 """PAE-LaMM's vision-encoder ablation on game frames, with the tiny model on CPU.
 
     python benchmarks/pvp_ablation.py [--make-frames] [--n 3] [--frames ~/.cache/vlmplay/frames] [--out benchmarks/pvp_ablation]
+                                      [--train-args recipe.stages.pvp_stage1.steps=800 ...]
 
 1. `python -m train recipe=pvp model=tiny` on the training frames of both games: stage 1 (vision
    frozen), stage 2 (vision adapted), stage 3 (vision frozen, PVP mixed with game imitation).
@@ -34,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # outside both collection (0+) and evaluation (100000+) ranges.
 GAMES = {
     "spaceinvaders": ("expert", (0, 8), (90000, 3)),
-    "carracing": ("random", (0, 4), (90000, 2)),
+    "carracing": ("expert", (0, 4), (90000, 2)),
 }
 PRIOR_FRAMES = 2000  # training frames the median prior is taken over
 DETAIL_LEVELS = 48  # |gt - prior| summed over channels above this marks a detail pixel
@@ -53,12 +54,13 @@ def make_frames(frames: Path) -> None:
             run(sys.executable, "-m", "collect", f"game={game}", f"policy={policy}", f"episodes={episodes}", f"seed={seed}", f"out={frames / f'{game}_{split}'}")
 
 
-def train(frames: Path, run_dir: Path, export: Path) -> dict[str, Path]:
+def train(frames: Path, run_dir: Path, export: Path, train_args: list[str]) -> dict[str, Path]:
     data = "data=[" + ",".join(str(frames / f"{game}_train") for game in GAMES) + "]"
     common = [sys.executable, "-m", "train", "model=tiny", data, f"run_dir={run_dir}", f"seed={SEED}"]
-    run(*common, "recipe=pvp", "run=adapted", f"out={export}")
+    run(*common, *train_args, "recipe=pvp", "run=adapted", f"out={export}")
     adapted = run_dir / "adapted"
-    run(*common, "recipe=pvp_stage2", "run=frozen", f"init={adapted / 'pvp_stage1' / FINAL_DIR}", "recipe.stages.pvp_stage2.trainable=pvp_stage1")
+    stage2_args = [arg for arg in train_args if "pvp_stage1" not in arg and "pvp_stage3" not in arg]  # not in recipe=pvp_stage2
+    run(*common, *stage2_args, "recipe=pvp_stage2", "run=frozen", f"init={adapted / 'pvp_stage1' / FINAL_DIR}", "recipe.stages.pvp_stage2.trainable=pvp_stage1")
     stage_dirs = [adapted / "pvp_stage1", run_dir / "frozen" / "pvp_stage2", adapted / "pvp_stage2", adapted / "pvp_stage3"]
     return dict(zip(MODELS, stage_dirs))
 
@@ -135,11 +137,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "pvp_ablation")
     parser.add_argument("--n", type=int, default=3, help="held-out frames per game")
     parser.add_argument("--make-frames", action="store_true")
+    parser.add_argument("--train-args", nargs="*", default=[], metavar="OVERRIDE",
+                        help="Hydra overrides for the training commands, e.g. recipe.stages.pvp_stage2.steps=300 "
+                             "(the frozen arm gets those not naming pvp_stage1 or pvp_stage3, so both stage-2 arms match)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.make_frames:
         make_frames(args.frames)
-    stage_dirs = train(args.frames, args.run_dir, args.export)
+    stage_dirs = train(args.frames, args.run_dir, args.export, args.train_args)
     args.out.mkdir(parents=True, exist_ok=True)
     results = evaluate(args.frames, stage_dirs, args.n, args.out)
     report = tables(results, stage_dirs)

@@ -47,12 +47,29 @@ class RunState:
             zoo_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.stats_path, zoo_path)
 
+    @property
+    def history_dir(self) -> Path:
+        """Training episodes of the runs this one continues (their monitor files), for the learning curve."""
+        return self.run_dir / "history"
+
     def adopt(self, agent_zip: Path, stats: Path) -> None:
-        """Start this run from another agent (and its VecNormalize stats, if it has them)."""
+        """Start this run from another agent, with its VecNormalize stats and, when it is an export of
+        this command, its history: progress.json (steps, wall time, segments) and monitor files."""
         self.model_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(agent_zip, self.model_path)
         if stats.is_file():
             shutil.copy(stats, self.stats_path)
+        folder = agent_zip.parent
+        if (folder / "progress.json").is_file():
+            shutil.copy(folder / "progress.json", self.progress_path)
+        self.history_dir.mkdir(exist_ok=True)
+        for monitor in folder.glob(MONITOR_GLOB):
+            shutil.copy(monitor, self.history_dir / monitor.name)
+
+    def monitors(self) -> list[Path]:
+        """Every monitor file with at least one finished episode: adopted history first, then this run's."""
+        files = sorted(self.history_dir.glob(MONITOR_GLOB)) + sorted((self.run_dir / "zoo").rglob(MONITOR_GLOB))
+        return [m for m in files if len(read_monitors([m])[1])]
 
     def progress(self) -> dict:
         if self.progress_path.is_file():
@@ -155,8 +172,7 @@ def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_e
         shutil.copy(state.stats_path, params / "vecnormalize.pkl")
     for stale in out.glob(MONITOR_GLOB):
         stale.unlink()
-    monitors = [m for m in sorted((state.run_dir / "zoo").rglob(MONITOR_GLOB)) if len(read_monitors([m])[1])]
-    for index, monitor in enumerate(monitors):
+    for index, monitor in enumerate(state.monitors()):
         shutil.copy(monitor, out / f"{index}.monitor.csv")
     shutil.copy(state.progress_path, out / "progress.json")
     plot_learning_curve(out, f"{manager.algo} {spec_env_id}")
@@ -170,12 +186,12 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.threads))
     state = RunState(Path(cfg.run_dir).expanduser() / f"{cfg.game}_{cfg.algo}_seed{cfg.seed}", env_id)
     state.run_dir.mkdir(parents=True, exist_ok=True)
-    progress = state.progress()
     if not state.model_path.is_file() and cfg.init:
         agent = Path(cfg.init).expanduser().resolve()
         if not agent.is_file():
             raise UserError(f"init={cfg.init} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
         state.adopt(agent, stats=agent.parent / spec.env_id / "vecnormalize.pkl")
+    progress = state.progress()
     init = ""
     if state.model_path.is_file():
         init = str(state.model_path)

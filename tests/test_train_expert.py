@@ -59,8 +59,14 @@ def test_export_is_policy_only_and_continues_with_init(tmp_path):
     original = PPO.load(agent, device="cpu")
     assert original.num_timesteps == 64
 
+    write_monitor(first_out / "0.monitor.csv", 100.0, [(-50.0, 40, 5.0)])  # a finished training episode of the first run
     second_out = tmp_path / "second" / "CarRacing-v3_1"
     second = run_module("collect.train_expert", "steps=128", f"init={agent}", f"run_dir={tmp_path / 'b'}", f"out={second_out}", *common)
     assert second.returncode == 0, second.stderr
     assert "64 of 128 steps done" in second.stdout
     assert PPO.load(second_out / "CarRacing-v3.zip", device="cpu").num_timesteps == 128
+    # The continuation carries the first run's history: its segments, wall time and training episodes.
+    before, after = (json.loads((out / "progress.json").read_text()) for out in (first_out, second_out))
+    assert [s["start_steps"] for s in after["segments"]] == [0, 64]
+    assert after["wall_time_s"] > before["wall_time_s"]
+    assert read_monitors(sorted(second_out.glob("*.monitor.csv")))[1].tolist() == [-50.0]
