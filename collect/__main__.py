@@ -4,7 +4,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from collect.collector import collect
+from collect.collector import Player, collect
 from envs import UserError, exit_on_user_error, get_game
 from eval.evaluate import check_writable
 
@@ -20,8 +20,8 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out)
     check_writable(out)
     seeds = [int(cfg.seed) + index for index in range(int(cfg.episodes))]
-    collect(cfg.game, cfg.policy, cfg.expert, seeds, out, int(cfg.workers), bool(cfg.overwrite), bool(cfg.repair),
-            cfg.deterministic)
+    collect(Player(cfg.game, cfg.policy, cfg.expert, cfg.deterministic), seeds, out, int(cfg.workers),
+            bool(cfg.overwrite), bool(cfg.repair))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -30,10 +30,19 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _worker: dict = {}  # the player of a worker process, set by _start_worker
 
 
-def load_player(game: str, policy_kind: str, expert: str | None, deterministic: bool | None) -> tuple[GameSpec, Policy]:
+class Player(NamedTuple):
+    """Which policy plays: what a worker process needs to build its own copy."""
+
+    game: str
+    kind: str  # expert | random
+    expert: str | None  # RL-Zoo3 folder; None: the game's default expert
+    deterministic: bool | None  # expert actions; None: RL-Zoo3's default
+
+
+def load_player(player: Player) -> tuple[GameSpec, Policy]:
     torch.set_num_threads(PLAYER_TORCH_THREADS)
-    spec = get_game(game)
-    return spec, load_policy(policy_kind, spec, expert=expert, deterministic=deterministic)
+    spec = get_game(player.game)
+    return spec, load_policy(player.kind, spec, expert=player.expert, deterministic=player.deterministic)
 
 
 def play_and_stage(out: Path, spec: GameSpec, policy: Policy, episode_id: int, seed: int) -> StagedEpisode:
@@ -51,10 +60,9 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _start_worker(out: Path, game: str, policy_kind: str, expert: str | None, deterministic: bool | None,
-                  parent_pid: int) -> None:
+def _start_worker(out: Path, player: Player, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
-    spec, policy = load_player(game, policy_kind, expert, deterministic)
+    spec, policy = load_player(player)
     _worker.update(out=out, spec=spec, policy=policy)
 
 
@@ -62,8 +70,8 @@ def _play_in_worker(episode_id: int, seed: int) -> StagedEpisode:
     return play_and_stage(_worker["out"], _worker["spec"], _worker["policy"], episode_id, seed)
 
 
-def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, policy: Policy, policy_kind: str,
-                    expert: str | None, deterministic: bool | None, workers: int) -> Iterator[StagedEpisode]:
+def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, policy: Policy, player: Player,
+                    workers: int) -> Iterator[StagedEpisode]:
     """Staged episodes in the order of `jobs` (episode id, seed), played here or in `workers` processes."""
     if workers == 1 or len(jobs) <= 1:
         for episode_id, seed in jobs:
@@ -72,7 +80,7 @@ def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, poli
     # spawn, not fork: a forked child inherits torch's thread pool state and the parent's open files.
     pool = ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_start_worker,
-        initargs=(out, spec.name, policy_kind, expert, deterministic, os.getpid()),
+        initargs=(out, player, os.getpid()),
     )
     try:
         futures = [pool.submit(_play_in_worker, episode_id, seed) for episode_id, seed in jobs]
@@ -82,10 +90,10 @@ def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, poli
         pool.shutdown(cancel_futures=True)
 
 
-def collect(game: str, policy_kind: str, expert: str | None, seeds: list[int], out: Path, workers: int,
-            overwrite: bool = False, repair: bool = False, deterministic: bool | None = None) -> dict:
+def collect(player: Player, seeds: list[int], out: Path, workers: int, overwrite: bool = False,
+            repair: bool = False) -> dict:
     """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones); returns a report."""
-    spec, policy = load_player(game, policy_kind, expert, deterministic)
+    spec, policy = load_player(player)
     writer = DatasetWriter(out, spec, policy, overwrite, repair)
     held = set(writer.seeds)
     new_seeds = [seed for seed in seeds if seed not in held]
@@ -98,7 +106,7 @@ def collect(game: str, policy_kind: str, expert: str | None, seeds: list[int], o
 
     start, steps = time.perf_counter(), 0
     bar = tqdm(total=len(jobs), desc=f"collect {spec.name} {policy.policy_id}", unit="episode")
-    for staged in staged_in_order(jobs, out, spec, policy, policy_kind, expert, deterministic, workers):
+    for staged in staged_in_order(jobs, out, spec, policy, player, workers):
         writer.commit(staged)
         steps += staged.info.length
         bar.update()
