@@ -1,6 +1,8 @@
 """recipe=game: imitation fine-tuning on a real expert dataset, held-out validation (accuracy, confusion
 matrix), init=none|CHECKPOINT. Real micro-size tiny models, a real two-episode expert dataset."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from agents.vlm_policy import VLMPolicy
-from conftest import run_module
+from collect.dataset import CollectedDataset
+from conftest import REPO_ROOT, run_module
 from envs import UserError
 from envs.games import SPACEINVADERS
 from test_train import MICRO, MICRO_OVERRIDES, compose_train
@@ -123,3 +126,21 @@ def test_instruction_none_is_trained_recorded_and_played(expert_data, tmp_path):
     assert VLMPolicy(final, SPACEINVADERS).prompt == model.game_prompt(SPACEINVADERS)
     with pytest.raises(ValueError, match="game_instruction"):
         VLMConfig(game_instruction="short")
+
+
+def test_action_probe_reports_each_probe_against_the_majority_action(expert_data):
+    """benchmarks/action_probe.py trains its three classifiers on the dataset's held-out split and prints a row each."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/action_probe.py", f"--data={expert_data}", f"--val-seeds={VAL_SEED}",
+         "--steps=2", "--eval-every=2", "--batch=4"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and line[2:5] in ("cnn", "vit", "llm")]
+    assert [row[0].strip() for row in rows] == ["cnn", "vit", "llm"]
+    held_out = CollectedDataset(expert_data, seeds=[VAL_SEED])
+    codes = np.array([held_out[i].action_code for i in range(len(held_out))])
+    majority = np.bincount(codes).max() / len(codes)
+    for _, step, samples, accuracy, majority_column, _ in rows:
+        assert (int(step), int(samples)) == (2, 8)
+        assert 0.0 <= float(accuracy) <= 1.0 and float(majority_column) == pytest.approx(majority, abs=1e-3)
