@@ -2,7 +2,7 @@
 
     python benchmarks/action_probe.py --data ~/.cache/vlmplay/data/spaceinvaders_greedy [--steps 1000]
 
-Trains two small classifiers (stacked frames -> expert action code) on the VLM's own preprocessed input
+Trains small classifiers (stacked frames -> expert action code) on the VLM's own preprocessed input
 (`vlm.vision.preprocess_images` at the tiny preset's image size) and reports held-out action accuracy
 every --eval-every steps, beside the majority action's accuracy:
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from collect.dataset import CollectedDataset
+from collect.dataset import CollectedDataset, stack_indices
 from vlm.config import VLMConfig
 from vlm.model import VLM
 from vlm.vision import preprocess_images
@@ -99,9 +99,8 @@ def preprocessed_episodes(dataset: CollectedDataset, size: int) -> list[tuple[to
 
 
 def stacks(pixels: torch.Tensor, steps: np.ndarray, n_stack: int) -> torch.Tensor:
-    """[N] steps -> [N, S, 3, H, W]; the first frame repeats at an episode's start, as in training."""
-    index = np.maximum(steps[:, None] + np.arange(1 - n_stack, 1)[None, :], 0)
-    return pixels[torch.from_numpy(index)].float()
+    """[N] steps -> [N, S, 3, H, W], stacked as the dataset stacks them."""
+    return pixels[torch.from_numpy(stack_indices(steps, n_stack))].float()
 
 
 def accuracy(model: nn.Module, episodes, n_stack: int, batch: int) -> float:

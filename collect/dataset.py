@@ -83,6 +83,12 @@ class Sample:
     step: int  # index of the decision inside its episode
 
 
+def stack_indices(steps: np.ndarray, n_stack: int) -> np.ndarray:
+    """Frame indices of the stacks ending at `steps` ([N] -> [N, n_stack], oldest first).
+    At the start of an episode the stack repeats the first frame, as the VLM policy does at play time."""
+    return np.maximum(np.asarray(steps)[:, None] + np.arange(1 - n_stack, 1)[None, :], 0)
+
+
 class EpisodeError(UserError):
     """One episode on disk is missing or damaged; the collector re-plays its seed to repair it."""
 
@@ -185,10 +191,8 @@ class CollectedDataset:
         episode_index = self._episode_of_step[index]
         step = int(index - self._episode_start[episode_index])
         arrays = self._arrays[episode_index]
-        # At the start of an episode the stack repeats the first frame, as the VLM policy does at play time.
-        stack_steps = np.maximum(np.arange(step - self.n_stack + 1, step + 1), 0)
         return Sample(
-            frames=arrays.frames[stack_steps],
+            frames=arrays.frames[stack_indices(np.array([step]), self.n_stack)[0]],
             action_code=int(arrays.action_codes[step]),
             action=arrays.actions[step],
             reward=float(arrays.rewards[step]),
