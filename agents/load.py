@@ -16,7 +16,7 @@ def load_policy(kind: str, spec: GameSpec, expert: str | None = None, checkpoint
     if kind == "vlm":
         checkpoint = checkpoint or spec.default_vlm_path
         if not checkpoint:
-            raise UserError(f"no VLM checkpoint ships for {spec.name} (the tiny model does not imitate its expert yet): "
+            raise UserError(f"no VLM checkpoint ships for {spec.name}: "
                             f"fine-tune one with `python -m train recipe=game game={spec.name} ...` and pass checkpoint=<its folder>")
         from agents.vlm_policy import VLMPolicy  # imports torch and transformers only when needed
 

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from collect.dataset import CollectedDataset, stack_indices
-from vlm.config import VLMConfig
+from vlm.config import VISION_STEMS, VLMConfig
 from vlm.model import VLM
 from vlm.vision import preprocess_images
 
@@ -159,11 +159,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vision-stem", choices=VISION_STEMS, default=VLMConfig.preset("tiny").vision_stem,
+                        help="the tiny tower's patch embedding (vlm.config.VLMConfig.vision_stem)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     dataset = CollectedDataset(args.data, verify=False)
-    config = VLMConfig.preset("tiny")
+    config = VLMConfig.preset("tiny", vision_stem=args.vision_stem)
     n_stack, n_actions = dataset.n_stack, len(dataset.spec.action_names)
     train_set, val_set = dataset.split(val_seeds=args.val_seeds)
     train, val = preprocessed_episodes(train_set, config.image_size), preprocessed_episodes(val_set, config.image_size)
@@ -171,7 +173,7 @@ def main() -> None:
     majority = torch.bincount(val_codes, minlength=n_actions).max().item() / len(val_codes)
 
     print(f"{dataset.spec.name}: {len(train_set)} training / {len(val_set)} held-out steps (seeds {args.val_seeds}), "
-          f"{n_stack} frames at {config.image_size} px, batch {args.batch}, lr {args.lr}, one thread\n")
+          f"{n_stack} frames at {config.image_size} px, vision stem {config.vision_stem}, batch {args.batch}, lr {args.lr}, one thread\n")
     print("| probe | step | samples | held-out accuracy | majority action | seconds |")
     print("|---|---|---|---|---|---|")
     for name in args.probes:

@@ -133,7 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=Path, default=Path("~/.cache/vlmplay/frames").expanduser())
     parser.add_argument("--run-dir", type=Path, default=Path("~/.cache/vlmplay/runs/pvp_ablation").expanduser())
-    parser.add_argument("--export", type=Path, default=REPO_ROOT / "checkpoints" / "pvp_tiny")
+    parser.add_argument("--export", type=Path, default=Path("~/.cache/vlmplay/runs/pvp_ablation/pvp_tiny").expanduser(),
+                        help="the stage-3 model's copy (give checkpoints/pvp_tiny to replace the shipped one)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "pvp_ablation")
     parser.add_argument("--n", type=int, default=3, help="held-out frames per game")
     parser.add_argument("--make-frames", action="store_true")

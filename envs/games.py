@@ -103,6 +103,7 @@ SPACEINVADERS = GameSpec(
     ),
     pipeline={"env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"], "frame_stack": 4},
     default_expert="experts/ppo/SpaceInvadersNoFrameskip-v4_1",
+    default_vlm="checkpoints/game_spaceinvaders",
 )
 
 GAMES = {spec.name: spec for spec in (CARRACING, SPACEINVADERS)}

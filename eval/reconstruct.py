@@ -152,12 +152,13 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out).expanduser()
     check_writable(out)
-    sources = ImageSources([str(cfg.images)], parse_seeds(cfg.seeds))
+    seeds = parse_seeds(cfg.seeds)
+    sources = ImageSources([str(cfg.images)], seeds)
     if not 0 < int(cfg.n) <= len(sources):
         raise UserError(f"n={cfg.n}: choose between 1 and the {len(sources)} frames the images hold")
     model = VLM.from_pretrained(str(Path(cfg.checkpoint).expanduser())).eval()
     result = evaluate_reconstruction(model, sources, int(cfg.n), int(cfg.seed), int(cfg.batch), out, bool(cfg.progress))
-    result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": cfg.seeds, **result}
+    result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": seeds, **result}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print(f"RE x100 = {result['mean_re']:.2f} over {cfg.n} images ({result['questions']} questions, "
           f"{result['questions_per_s']} questions/s); PNGs (ground truth | reconstruction) and results.json in {out}")

@@ -73,9 +73,11 @@ def test_batched_decoding_gives_what_generate_gives(model):
 
 def test_command_prints_re_and_writes_ground_truth_beside_reconstruction(checkpoint, images, tmp_path, capsys):
     out = tmp_path / "rec"
-    code, stdout, _ = run_cli(capsys, f"checkpoint={checkpoint}", f"images={images}", "n=1", f"out={out}", "progress=false")
+    # seeds as a list, as the README writes it (they select episodes of collected datasets, not image folders)
+    code, stdout, _ = run_cli(capsys, f"checkpoint={checkpoint}", f"images={images}", "n=1", "seeds=[27,28]", f"out={out}", "progress=false")
     assert code == 0
     result = json.loads((out / "results.json").read_text())
+    assert result["seeds"] == [27, 28]
     (image,) = result["images"]
     assert f"RE x100 = {result['mean_re']:.2f} over 1 images" in stdout
     assert result["mean_re"] == pytest.approx(image["re"]) and 0 <= image["re"] <= 100

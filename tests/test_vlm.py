@@ -32,6 +32,7 @@ from vlm import (
     resolve_attn_implementation,
 )
 from vlm.projector import Projector
+from vlm.vision import ConvStem
 from vlm.prompt_encoder import VisualPromptEncoder
 
 CARRACING_ACTIONS = [
@@ -87,7 +88,7 @@ def visual_prompt_samples(model: VLM) -> list[dict]:
 
 def test_presets_and_config_round_trip():
     tiny, full = VLMConfig.preset("tiny"), VLMConfig.preset("full")
-    assert tiny == VLMConfig() and tiny.vision_path is None and tiny.llm_path is None
+    assert tiny == VLMConfig(vision_stem="conv") and tiny.vision_path is None and tiny.llm_path is None
     assert (full.image_size, full.lora_r, full.lora_target_modules, full.dtype) == (448, 64, ("q_proj", "v_proj"), "bfloat16")
     assert full.vision_path and full.llm_path
     assert VLMConfig.from_dict(full.to_dict()) == full
@@ -177,6 +178,28 @@ def test_preprocess_and_vision_interpolation(model):
         assert model.vision(preprocess_images(frames(1), 96)).shape == (1, 12, 12, 192)
         assert model.encode_images(pixels).shape == (3, model.num_image_tokens, model.llm.config.hidden_size)
     assert model.num_image_tokens == 16
+
+
+def test_vision_stems(model, tmp_path):
+    """The tiny tower patchifies by convolutions; a config saved without the field (every checkpoint
+    before it) keeps CLIP's linear patch embedding, and a pretrained tower keeps its own."""
+    assert isinstance(model.vision.clip.embeddings.patch_embedding, ConvStem)
+    old = {k: v for k, v in VLMConfig.preset("tiny").to_dict().items() if k != "vision_stem"}
+    patch_model = VLM.from_config(VLMConfig.from_dict(old))
+    assert patch_model.config.vision_stem == "patch"
+    assert type(patch_model.vision.clip.embeddings.patch_embedding) is torch.nn.Conv2d
+    patch_model.save_pretrained(tmp_path)
+    loaded = VLM.from_pretrained(str(tmp_path))
+    pixels = preprocess_images(frames(2, 64, 64), 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.vision(pixels), patch_model.eval().vision(pixels))
+        assert model.vision(pixels).shape == patch_model.vision(pixels).shape == (2, 8, 8, 192)
+    with pytest.raises(ValueError, match="vision_stem"):
+        VLMConfig(vision_stem="pixels")
+    with pytest.raises(ValueError, match="pretrained tower's patch embedding"):
+        VLM.from_config(VLMConfig.preset("full", vision_stem="conv"))
+    with pytest.raises(ValueError, match="power-of-two"):
+        ConvStem(192, 6)
 
 
 def test_projector_merges_neighbours():

@@ -1,4 +1,6 @@
 """VLMPolicy: a real tiny VLM checkpoint plays real envs through the evaluation protocol's pieces."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -63,16 +65,17 @@ def test_missing_or_wrong_checkpoint_is_one_clear_line(tmp_path):
     result = run_module("eval", "game=carracing", "policy=vlm", f"checkpoint={tmp_path / 'nope'}", f"out={tmp_path / 'o'}")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
-    result = run_module("eval", "game=spaceinvaders", "policy=vlm", f"out={tmp_path / 'o'}")  # none ships for it
-    assert result.returncode == 2 and "checkpoint=" in result.stderr
-    assert not (tmp_path / "o").exists()
+    unshipped = dataclasses.replace(get_game("spaceinvaders"), default_vlm=None)  # a game no checkpoint ships for
+    with pytest.raises(UserError, match="checkpoint="):
+        load_policy("vlm", unshipped)
 
 
-def test_shipped_carracing_checkpoint_is_the_default_and_plays():
-    spec = get_game("carracing")
+@pytest.mark.parametrize("game", ["carracing", "spaceinvaders"])
+def test_shipped_checkpoint_is_the_default_and_plays(game):
+    spec = get_game(game)
     policy = load_policy("vlm", spec)
-    assert policy.policy_id == "vlm-game_carracing" and policy.model.config.game_instruction == "none"
-    assert policy.prompt == "<Img><ImageHere></Img>" * 2 + " [carracing] choose an action from Action Space: "
+    assert policy.policy_id == f"vlm-game_{game}" and policy.model.config.game_instruction == "none"
+    assert policy.prompt == "<Img><ImageHere></Img>" * spec.n_stack + f" [{game}] choose an action from Action Space: "
     legal = [spec.codec.decode(code) for code in range(len(spec.action_names))]
     venv = make_play_env(spec, spec.pipeline, seed=100000, env_id=spec.play_env_id(fast=True))
     tap = frame_tap(venv)

@@ -9,6 +9,9 @@ import torch
 from vlm.prompts import GAME_INSTRUCTIONS
 
 
+VISION_STEMS = ("patch", "conv")
+
+
 @dataclass
 class VLMConfig:
     # Vision tower. With vision_path set, a local Hugging Face CLIP directory (CLIPModel or
@@ -20,6 +23,10 @@ class VLMConfig:
     vision_intermediate_size: int = 768
     vision_layers: int = 3
     vision_heads: int = 3
+    # How pixels become patch tokens: "patch" = CLIP's linear patch embedding (pretrained towers, and
+    # every checkpoint saved before this field); "conv" = a stack of 3x3 stride-2 convolutions
+    # (vision.ConvStem), which a tower trained from scratch needs to see SpaceInvaders' small sprites.
+    vision_stem: str = "patch"
 
     # Projector: 4 neighbouring visual tokens -> one LLM token. "2x2" = spatial merge,
     # "1x4" = 4 consecutive tokens of a row (MiniGPT-v2).
@@ -59,6 +66,8 @@ class VLMConfig:
     seed: int = 0  # initialisation of everything built from scratch
 
     def __post_init__(self):
+        if self.vision_stem not in VISION_STEMS:
+            raise ValueError(f"vision_stem={self.vision_stem!r}: choose one of {VISION_STEMS}")
         if self.game_instruction not in GAME_INSTRUCTIONS:
             raise ValueError(f"game_instruction={self.game_instruction!r}: choose one of {GAME_INSTRUCTIONS}")
 
@@ -88,8 +97,8 @@ class VLMConfig:
 
 
 PRESETS = {
-    # Initialised from scratch, trains on a 2-core CPU: 3.70M parameters with the default tokenizer.
-    "tiny": {},
+    # Initialised from scratch, trains on a 2-core CPU: 3.90M parameters with the default tokenizer.
+    "tiny": dict(vision_stem="conv"),
     # The paper's size: CLIP ViT-L/14 at 448 px (32x32 patches -> 256 LLM tokens) and a
     # LLaMA-2-7B, both from local directories; LoRA r=64 on q/v as in MiniGPT-v2.
     "full": dict(

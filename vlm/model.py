@@ -94,7 +94,7 @@ class VLM(nn.Module):
             meta = json.load(f)
         config = VLMConfig.from_dict(meta["vlm"])
         attn_implementation = resolve_attn_implementation(attn_implementation or config.attn_implementation)
-        clip = vision_tower_from_config(meta["vision"], config.torch_dtype, attn_implementation)
+        clip = vision_tower_from_config(meta["vision"], config.torch_dtype, attn_implementation, config.vision_stem)
         llm = llm_from_config(meta["llm"], config.torch_dtype, attn_implementation)
         model = cls(config, clip, llm, load_tokenizer(path))
         load_model(model, os.path.join(path, WEIGHTS_FILE))

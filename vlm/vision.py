@@ -1,5 +1,7 @@
 """Vision tower: a transformers CLIPVisionModel, CLS dropped, position grid interpolated to any input size."""
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,8 +30,31 @@ def preprocess_images(frames: np.ndarray | torch.Tensor, size: int) -> torch.Ten
     return ((x - mean) / std).reshape(*lead, 3, size, size)
 
 
+class ConvStem(nn.Conv2d):
+    """Patchify by convolutions (Xiao et al. 2021, "Early Convolutions Help Transformers See Better"):
+    3x3 stride-2 convolutions down to the patch grid, then this 1x1 convolution to the tower's width.
+    [N, 3, H, W] -> [N, D, H/patch, W/patch]. A drop-in for CLIP's patch_embedding, which is one linear
+    map per patch: a tower trained from scratch on it does not learn 1-3-pixel sprites (SpaceInvaders)."""
+
+    def __init__(self, hidden_size: int, patch_size: int):
+        super().__init__(hidden_size, hidden_size, kernel_size=1)
+        halvings = int(math.log2(patch_size))
+        if 2**halvings != patch_size:
+            raise ValueError(f"vision_stem='conv' needs a power-of-two patch_size, got {patch_size}")
+        widths = [3] + [hidden_size >> (halvings - 1 - i) for i in range(halvings)]  # 3, D/4, D/2, D for patch 8
+        layers = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), nn.GELU()]
+        self.downsample = nn.Sequential(*layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.downsample(pixel_values))
+
+
 def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisionModel:
     if config.vision_path is not None:
+        if config.vision_stem != "patch":
+            raise ValueError(f"vision_stem={config.vision_stem!r} would replace the pretrained tower's patch embedding; use 'patch' with vision_path")
         check_local_dir(config.vision_path, "vision_path")
         return CLIPVisionModel.from_pretrained(
             config.vision_path,
@@ -45,14 +70,17 @@ def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisio
         image_size=config.image_size,
         patch_size=config.patch_size,
     )
-    return vision_tower_from_config(vision_config.to_dict(), config.torch_dtype, attn_implementation)
+    return vision_tower_from_config(vision_config.to_dict(), config.torch_dtype, attn_implementation, config.vision_stem)
 
 
-def vision_tower_from_config(vision_config: dict, dtype: torch.dtype, attn_implementation: str) -> CLIPVisionModel:
+def vision_tower_from_config(vision_config: dict, dtype: torch.dtype, attn_implementation: str, stem: str) -> CLIPVisionModel:
     """A randomly initialised tower from a saved config dict (weights are loaded afterwards)."""
     hf_config = CLIPVisionConfig.from_dict(vision_config)
     hf_config._attn_implementation = attn_implementation
-    return CLIPVisionModel(hf_config).to(dtype)
+    clip = CLIPVisionModel(hf_config)
+    if stem == "conv":
+        clip.embeddings.patch_embedding = ConvStem(hf_config.hidden_size, hf_config.patch_size)
+    return clip.to(dtype)
 
 
 class VisionEncoder(nn.Module):
