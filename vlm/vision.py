@@ -33,8 +33,10 @@ def preprocess_images(frames: np.ndarray | torch.Tensor, size: int) -> torch.Ten
 class ConvStem(nn.Conv2d):
     """Patchify by convolutions (Xiao et al. 2021, "Early Convolutions Help Transformers See Better"):
     3x3 stride-2 convolutions down to the patch grid, then this 1x1 convolution to the tower's width.
-    [N, 3, H, W] -> [N, D, H/patch, W/patch]. A drop-in for CLIP's patch_embedding, which is one linear
-    map per patch: a tower trained from scratch on it does not learn 1-3-pixel sprites (SpaceInvaders)."""
+    [N, 3, H, W] -> [N, D, H/patch, W/patch]. A drop-in for CLIP's patch_embedding (one linear map per
+    patch), with which the tiny tower trained from scratch never learned SpaceInvaders' 1-3-pixel
+    sprites (README). It is itself the final Conv2d because CLIPVisionEmbeddings reads
+    patch_embedding.weight.dtype."""
 
     def __init__(self, hidden_size: int, patch_size: int):
         super().__init__(hidden_size, hidden_size, kernel_size=1)
