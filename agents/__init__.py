@@ -1,4 +1,5 @@
 """Players: the Policy interface, RL-Zoo3 experts, the random baseline (and the VLM policy)."""
+
 from agents.base import Observation, Policy
 from agents.expert import ExpertPolicy
 from agents.load import POLICY_KINDS, load_policy

@@ -1,4 +1,5 @@
 """The interface every player implements: reset(seed), then act(observation) -> env action."""
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,4 +1,5 @@
 """An RL-Zoo3 agent folder played exactly as rl_zoo3's enjoy.py plays it."""
+
 import io
 import os
 import socket
@@ -43,7 +44,9 @@ def download_from_hub(hub_id: str) -> Path:
     organization, _, repo = hub_id.removeprefix(HUB_PREFIX).partition("/")
     algo, _, env_id = repo.partition("-")
     if not (organization and algo in ALGOS and env_id):
-        raise UserError(f"{hub_id!r} is not a hub agent id: write it as hub:ORG/ALGO-ENV, e.g. hub:sb3/ppo-SpaceInvadersNoFrameskip-v4")
+        raise UserError(
+            f"{hub_id!r} is not a hub agent id: write it as hub:ORG/ALGO-ENV, e.g. hub:sb3/ppo-SpaceInvadersNoFrameskip-v4"
+        )
     folder = HUB_CACHE / algo / f"{env_id}_1"
     if not folder.is_dir():
         if not _hub_reachable():
@@ -52,8 +55,15 @@ def download_from_hub(hub_id: str) -> Path:
                 f"with network run `python -m rl_zoo3.load_from_hub --algo {algo} --env {env_id} -orga "
                 f"{organization} -f logs/` and pass the folder it writes (logs/{algo}/{env_id}_1) as expert="
             )
-        zoo_download(algo=algo, env_name=EnvironmentName(env_id), exp_id=1, folder=str(HUB_CACHE),
-                     organization=organization, repo_name=None, force=False)
+        zoo_download(
+            algo=algo,
+            env_name=EnvironmentName(env_id),
+            exp_id=1,
+            folder=str(HUB_CACHE),
+            organization=organization,
+            repo_name=None,
+            force=False,
+        )
     return folder
 
 
@@ -71,7 +81,9 @@ def read_expert_folder(folder: Path) -> tuple[str, str]:
             raise UserError(f"{args_file} is malformed ({error}): {help_text}") from None
     algo, env_id = folder.parent.name, folder.name.rsplit("_", 1)[0]
     if algo not in ALGOS:
-        raise UserError(f"cannot tell the algorithm of {folder} (no ENV/args.yml, parent folder is not an algo name): {help_text}")
+        raise UserError(
+            f"cannot tell the algorithm of {folder} (no ENV/args.yml, parent folder is not an algo name): {help_text}"
+        )
     return algo, env_id
 
 
@@ -83,17 +95,25 @@ class ExpertPolicy(Policy):
         self.algo, self.env_id = read_expert_folder(folder)
         same_game = {env.split("-v")[0] for env in (spec.env_id, *spec.env_aliases)}
         if self.env_id.split("-v")[0] not in same_game:
-            raise UserError(f"expert {folder} was trained on {self.env_id}, not on the game {spec.name} ({spec.env_id})")
+            raise UserError(
+                f"expert {folder} was trained on {self.env_id}, not on the game {spec.name} ({spec.env_id})"
+            )
         model_path = folder / f"{self.env_id}.zip"
         if not model_path.is_file():
-            raise UserError(f"expert folder {folder} has no {model_path.name}: copy the agent zip there or pass the right folder")
+            raise UserError(
+                f"expert folder {folder} has no {model_path.name}: copy the agent zip there or pass the right folder"
+            )
         self.stats_dir = folder / self.env_id
         try:
             hyperparams, _ = get_saved_hyperparams(str(self.stats_dir), norm_reward=False, test_mode=True)
         except (yaml.YAMLError, OSError) as error:
-            raise UserError(f"{self.stats_dir / 'config.yml'} is unreadable ({error}): restore it from the training run") from None
+            raise UserError(
+                f"{self.stats_dir / 'config.yml'} is unreadable ({error}): restore it from the training run"
+            ) from None
         if "env_wrapper" not in hyperparams and "frame_stack" not in hyperparams:
-            raise UserError(f"{self.stats_dir / 'config.yml'} is missing or declares no env pipeline: restore it from the training run")
+            raise UserError(
+                f"{self.stats_dir / 'config.yml'} is missing or declares no env pipeline: restore it from the training run"
+            )
         self.pipeline = {key: hyperparams[key] for key in PIPELINE_KEYS if key in hyperparams}
         zoo_default = "NoFrameskip" not in spec.env_id
         self.deterministic = zoo_default if deterministic is None else deterministic
@@ -109,16 +129,23 @@ class ExpertPolicy(Policy):
         # (which draws from torch's generator): the random stream rl_zoo3's enjoy.py starts from.
         try:
             self.model = ALGOS[self.algo].load(
-                io.BytesIO(self.model_bytes), custom_objects=EVAL_CUSTOM_OBJECTS, device="cpu", seed=seed,
+                io.BytesIO(self.model_bytes),
+                custom_objects=EVAL_CUSTOM_OBJECTS,
+                device="cpu",
+                seed=seed,
                 **self.load_kwargs,
             )
         except (ValueError, KeyError, RuntimeError, EOFError, OSError) as error:
-            raise UserError(f"the agent zip of {self.policy_id} does not load ({error}): re-export it with rl_zoo3") from None
+            raise UserError(
+                f"the agent zip of {self.policy_id} does not load ({error}): re-export it with rl_zoo3"
+            ) from None
         self.recurrent_state = None
 
     def act(self, observation: Observation):
         action, self.recurrent_state = self.model.predict(
-            observation.agent_obs, state=self.recurrent_state,
-            episode_start=np.array([observation.episode_start]), deterministic=self.deterministic,
+            observation.agent_obs,
+            state=self.recurrent_state,
+            episode_start=np.array([observation.episode_start]),
+            deterministic=self.deterministic,
         )
         return action[0]

@@ -1,4 +1,5 @@
 """Uniformly random over the game's discrete actions: the baseline every policy must beat."""
+
 import numpy as np
 
 from agents.base import Observation, Policy

@@ -1,5 +1,6 @@
 """One policy drives for the first k decisions of an episode, another for the rest: it separates a
 learner's compounding error in closed loop from its per-step accuracy (issue 7's diagnosis)."""
+
 from agents.base import Observation, Policy
 
 

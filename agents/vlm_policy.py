@@ -1,4 +1,5 @@
 """A fine-tuned VLM as a policy: stacked frames -> game prompt -> the most likely legal action."""
+
 from collections import deque
 from pathlib import Path
 
@@ -22,8 +23,10 @@ class VLMPolicy(Policy):
     def __init__(self, checkpoint: str | Path, spec: GameSpec):
         path = Path(checkpoint)
         if not (path / "config.json").is_file():
-            raise UserError(f"checkpoint={checkpoint} is not a VLM checkpoint (no config.json): "
-                            "give a folder written by `python -m train recipe=game`")
+            raise UserError(
+                f"checkpoint={checkpoint} is not a VLM checkpoint (no config.json): "
+                "give a folder written by `python -m train recipe=game`"
+            )
         self.model = VLM.from_pretrained(str(path))
         self.model.merge_lora()  # plain linear layers play a little faster
         self.spec = spec

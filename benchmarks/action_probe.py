@@ -16,6 +16,7 @@ every --eval-every steps, beside the majority action's accuracy:
   action read by a linear layer from the LLM's last hidden state (no prompt text, no action words).
   At the majority where vit is above it: reading the visual tokens is what the LLM has not learned.
 """
+
 import argparse
 import time
 from pathlib import Path
@@ -44,11 +45,17 @@ class StackCNN(nn.Module):
         super().__init__()
         c = CNN_WIDTH
         self.net = nn.Sequential(
-            nn.Conv2d(3 * n_stack, c, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(CNN_POOL), nn.Flatten(),
-            nn.Linear(2 * c * CNN_POOL**2, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, n_actions),
+            nn.Conv2d(3 * n_stack, c, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(CNN_POOL),
+            nn.Flatten(),
+            nn.Linear(2 * c * CNN_POOL**2, HIDDEN),
+            nn.ReLU(),
+            nn.Linear(HIDDEN, n_actions),
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -92,7 +99,9 @@ def preprocessed_episodes(dataset: CollectedDataset, size: int) -> list[tuple[to
     for index in range(len(dataset.episodes)):
         arrays = dataset.episode(index)
         frames = arrays.frames
-        chunks = [np.array(frames[i:i + PREPROCESS_CHUNK]) for i in range(0, len(frames), PREPROCESS_CHUNK)]  # writable copies
+        chunks = [
+            np.array(frames[i : i + PREPROCESS_CHUNK]) for i in range(0, len(frames), PREPROCESS_CHUNK)
+        ]  # writable copies
         pixels = torch.cat([preprocess_images(chunk, size) for chunk in chunks])
         episodes.append((pixels.half(), torch.from_numpy(np.asarray(arrays.action_codes[:-1]))))
     return episodes
@@ -135,7 +144,10 @@ def train_probe(name: str, model: nn.Module, train, val, args, n_stack: int, maj
         optimizer.step()
         if step % args.eval_every == 0 or step == args.steps:
             acc = accuracy(model, val, n_stack, args.batch * 8)
-            print(f"| {name} | {step} | {step * args.batch} | {acc:.3f} | {majority:.3f} | {time.perf_counter() - start:.0f} |", flush=True)
+            print(
+                f"| {name} | {step} | {step * args.batch} | {acc:.3f} | {majority:.3f} | {time.perf_counter() - start:.0f} |",
+                flush=True,
+            )
 
 
 PROBES = ("cnn", "vit", "llm")
@@ -152,15 +164,21 @@ def build_probe(name: str, config: VLMConfig, n_stack: int, n_actions: int) -> n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="a collected dataset folder")
-    parser.add_argument("--val-seeds", type=int, nargs="+", default=[27, 28, 29], help="episodes held out (the game recipe's)")
+    parser.add_argument(
+        "--val-seeds", type=int, nargs="+", default=[27, 28, 29], help="episodes held out (the game recipe's)"
+    )
     parser.add_argument("--probes", nargs="+", default=list(PROBES), choices=list(PROBES))
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vision-stem", choices=VISION_STEMS, default=VLMConfig.preset("tiny").vision_stem,
-                        help="the tiny tower's patch embedding (vlm.config.VLMConfig.vision_stem)")
+    parser.add_argument(
+        "--vision-stem",
+        choices=VISION_STEMS,
+        default=VLMConfig.preset("tiny").vision_stem,
+        help="the tiny tower's patch embedding (vlm.config.VLMConfig.vision_stem)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -172,8 +190,10 @@ def main() -> None:
     val_codes = torch.cat([codes for _, codes in val])
     majority = torch.bincount(val_codes, minlength=n_actions).max().item() / len(val_codes)
 
-    print(f"{dataset.spec.name}: {len(train_set)} training / {len(val_set)} held-out steps (seeds {args.val_seeds}), "
-          f"{n_stack} frames at {config.image_size} px, vision stem {config.vision_stem}, batch {args.batch}, lr {args.lr}, one thread\n")
+    print(
+        f"{dataset.spec.name}: {len(train_set)} training / {len(val_set)} held-out steps (seeds {args.val_seeds}), "
+        f"{n_stack} frames at {config.image_size} px, vision stem {config.vision_stem}, batch {args.batch}, lr {args.lr}, one thread\n"
+    )
     print("| probe | step | samples | held-out accuracy | majority action | seconds |")
     print("|---|---|---|---|---|---|")
     for name in args.probes:

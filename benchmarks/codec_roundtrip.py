@@ -4,6 +4,7 @@ For CarRacing it compares the game's codec with a coarser and a finer one.
 
     python benchmarks/codec_roundtrip.py --game carracing --episodes 15 --seed 100000 [--expert DIR]
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ from eval.rollout import play_episode  # noqa: E402
 GAS, COAST, BRAKE = ("gas", 1.0, 0.0), ("coast", 0.0, 0.0), ("brake", 0.0, 0.8)
 FIVE_STEER = (("hardleft", -1.0), ("left", -0.4), ("straight", 0.0), ("right", 0.4), ("hardright", 1.0))
 CARRACING_ALTERNATIVES = {
-    "3 steer x 3 pedal": GridCodec(steer=(("left", -1.0), ("straight", 0.0), ("right", 1.0)), pedal=(GAS, COAST, BRAKE)),
+    "3 steer x 3 pedal": GridCodec(
+        steer=(("left", -1.0), ("straight", 0.0), ("right", 1.0)), pedal=(GAS, COAST, BRAKE)
+    ),
     "5 steer x 3 pedal": GridCodec(steer=FIVE_STEER, pedal=(GAS, COAST, BRAKE)),
     "5 steer x 4 pedal (+ half gas)": GridCodec(steer=FIVE_STEER, pedal=(GAS, ("halfgas", 0.5, 0.0), COAST, BRAKE)),
 }

@@ -83,9 +83,7 @@ def record_actions(seeds: list[int], steps: int) -> dict[int, list[np.ndarray]]:
 class TimedRunner:
     """Steps one env through the recorded episodes, timing only ``step``."""
 
-    def __init__(
-        self, env: gym.Env, actions: dict[int, list[np.ndarray]], first_episode=0
-    ):
+    def __init__(self, env: gym.Env, actions: dict[int, list[np.ndarray]], first_episode=0):
         self.env = env
         self.episodes = [(seed, acts) for seed, acts in actions.items()]
         self.episode = first_episode - 1
@@ -116,9 +114,7 @@ class RoundRobinRunner:
     """Several envs stepped one step each in turn, as DummyVecEnv does."""
 
     def __init__(self, make_env: Callable[[], gym.Env], actions, n_envs: int):
-        self.runners = [
-            TimedRunner(make_env(), actions, first_episode=i) for i in range(n_envs)
-        ]
+        self.runners = [TimedRunner(make_env(), actions, first_episode=i) for i in range(n_envs)]
 
     def run(self, n: int):
         for _ in range(n // len(self.runners)):
@@ -172,9 +168,7 @@ def measure_round_robin(actions, steps: int, block: int):
     base_name = f"{ZOO_N_ENVS} x {BASE_CAR_RACING_ID}"
     rates = measure(
         {
-            base_name: RoundRobinRunner(
-                lambda: gym.make(BASE_CAR_RACING_ID), actions, ZOO_N_ENVS
-            ),
+            base_name: RoundRobinRunner(lambda: gym.make(BASE_CAR_RACING_ID), actions, ZOO_N_ENVS),
             f"{ZOO_N_ENVS} x {FAST_CAR_RACING_ID}": RoundRobinRunner(
                 lambda: gym.make(FAST_CAR_RACING_ID), actions, ZOO_N_ENVS
             ),
@@ -202,9 +196,7 @@ def measure_frame_skip(actions, steps: int, block: int):
     base_name = f"{BASE_CAR_RACING_ID} + FrameSkip"
     rates = measure(
         {
-            base_name: TimedRunner(
-                zoo_wrappers(gym.make(BASE_CAR_RACING_ID), zoo_skip), actions
-            ),
+            base_name: TimedRunner(zoo_wrappers(gym.make(BASE_CAR_RACING_ID), zoo_skip), actions),
             f"{FAST_CAR_RACING_ID} + FrameSkip": TimedRunner(
                 zoo_wrappers(gym.make(FAST_CAR_RACING_ID), zoo_skip), actions
             ),
@@ -216,8 +208,7 @@ def measure_frame_skip(actions, steps: int, block: int):
         block,
     )
     print_table(
-        f"Zoo ppo pipeline: FrameSkip({ZOO_FRAME_SKIP}) + resize {ZOO_OBS_SHAPE} + "
-        "grayscale (agent steps/s)",
+        f"Zoo ppo pipeline: FrameSkip({ZOO_FRAME_SKIP}) + resize {ZOO_OBS_SHAPE} + grayscale (agent steps/s)",
         rates,
         base_name,
     )
@@ -227,9 +218,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per env")
     parser.add_argument("--block", type=int, default=100, help="steps per timing block")
-    parser.add_argument(
-        "--check", action="store_true", help="first run the full identity check"
-    )
+    parser.add_argument("--check", action="store_true", help="first run the full identity check")
     args = parser.parse_args()
     register_fast_car_racing()
 

@@ -14,6 +14,7 @@ Prints the tables, writes results.json and one PNG per held-out frame (columns: 
 median prior, stage 1, stage 2 frozen, stage 2 adapted, stage 3). Training is resumable: run the
 script again after a kill. --make-frames collects the frames first (seeds below).
 """
+
 import argparse
 import json
 import subprocess
@@ -50,8 +51,20 @@ def run(*args: str) -> None:
 
 def make_frames(frames: Path) -> None:
     for game, (policy, (train_seed, train_episodes), (heldout_seed, heldout_episodes)) in GAMES.items():
-        for split, seed, episodes in (("train", train_seed, train_episodes), ("heldout", heldout_seed, heldout_episodes)):
-            run(sys.executable, "-m", "collect", f"game={game}", f"policy={policy}", f"episodes={episodes}", f"seed={seed}", f"out={frames / f'{game}_{split}'}")
+        for split, seed, episodes in (
+            ("train", train_seed, train_episodes),
+            ("heldout", heldout_seed, heldout_episodes),
+        ):
+            run(
+                sys.executable,
+                "-m",
+                "collect",
+                f"game={game}",
+                f"policy={policy}",
+                f"episodes={episodes}",
+                f"seed={seed}",
+                f"out={frames / f'{game}_{split}'}",
+            )
 
 
 def train(frames: Path, run_dir: Path, export: Path, train_args: list[str]) -> dict[str, Path]:
@@ -59,15 +72,31 @@ def train(frames: Path, run_dir: Path, export: Path, train_args: list[str]) -> d
     common = [sys.executable, "-m", "train", "model=tiny", data, f"run_dir={run_dir}", f"seed={SEED}"]
     run(*common, *train_args, "recipe=pvp", "run=adapted", f"out={export}")
     adapted = run_dir / "adapted"
-    stage2_args = [arg for arg in train_args if "pvp_stage1" not in arg and "pvp_stage3" not in arg]  # not in recipe=pvp_stage2
-    run(*common, *stage2_args, "recipe=pvp_stage2", "run=frozen", f"init={adapted / 'pvp_stage1' / FINAL_DIR}", "recipe.stages.pvp_stage2.trainable=pvp_stage1")
-    stage_dirs = [adapted / "pvp_stage1", run_dir / "frozen" / "pvp_stage2", adapted / "pvp_stage2", adapted / "pvp_stage3"]
+    stage2_args = [
+        arg for arg in train_args if "pvp_stage1" not in arg and "pvp_stage3" not in arg
+    ]  # not in recipe=pvp_stage2
+    run(
+        *common,
+        *stage2_args,
+        "recipe=pvp_stage2",
+        "run=frozen",
+        f"init={adapted / 'pvp_stage1' / FINAL_DIR}",
+        "recipe.stages.pvp_stage2.trainable=pvp_stage1",
+    )
+    stage_dirs = [
+        adapted / "pvp_stage1",
+        run_dir / "frozen" / "pvp_stage2",
+        adapted / "pvp_stage2",
+        adapted / "pvp_stage3",
+    ]
     return dict(zip(MODELS, stage_dirs))
 
 
 def median_prior(source: ImageSources, rng: np.random.Generator) -> np.ndarray:
     indices = rng.choice(len(source), size=min(PRIOR_FRAMES, len(source)), replace=False)
-    return np.median(np.stack([prompts.reconstruction_target(source[int(i)]) for i in indices]), axis=0).astype(np.uint8)
+    return np.median(np.stack([prompts.reconstruction_target(source[int(i)]) for i in indices]), axis=0).astype(
+        np.uint8
+    )
 
 
 def detail_error(prediction: np.ndarray, target: np.ndarray, prior: np.ndarray) -> float:
@@ -92,7 +121,10 @@ def evaluate(frames: Path, stage_dirs: dict[str, Path], n: int, out: Path) -> di
         prior = median_prior(ImageSources([str(frames / f"{game}_train")]), rng)
         heldout = ImageSources([str(frames / f"{game}_heldout")])
         indices = sorted(rng.choice(len(heldout), size=n, replace=False).tolist())
-        rows = {name: {"re": [], "detail_re": [], "unparsed": [], "seconds": []} for name in ("all black", "median prior", *models)}
+        rows = {
+            name: {"re": [], "detail_re": [], "unparsed": [], "seconds": []}
+            for name in ("all black", "median prior", *models)
+        }
         for index in indices:
             frame = heldout[index]
             target = prompts.reconstruction_target(frame)
@@ -107,7 +139,9 @@ def evaluate(frames: Path, stage_dirs: dict[str, Path], n: int, out: Path) -> di
                 rows[name]["re"].append(reconstruction_error(prediction, target))
                 rows[name]["detail_re"].append(detail_error(prediction, target, prior))
             panel([target, prior, *(predictions[name] for name in models)]).save(out / f"{game}_{index:05d}.png")
-            print(f"{game} frame {index}: " + ", ".join(f"{name} {rows[name]['re'][-1]:.2f}" for name in rows), flush=True)
+            print(
+                f"{game} frame {index}: " + ", ".join(f"{name} {rows[name]['re'][-1]:.2f}" for name in rows), flush=True
+            )
         results[game] = {"frames": indices, "models": rows}
     return results
 
@@ -125,7 +159,9 @@ def tables(results: dict, stage_dirs: dict[str, Path]) -> str:
     lines += ["", "| stage | trainable | steps | samples | wall time (s) | samples/s |", "|---|---|---|---|---|---|"]
     for name, stage_dir in stage_dirs.items():
         s = read_summary(stage_dir)
-        lines.append(f"| {name} | {', '.join(s['trainable'])} | {s['steps']} | {s['samples']} | {s['train_seconds']:.0f} | {s['samples_per_s']} |")
+        lines.append(
+            f"| {name} | {', '.join(s['trainable'])} | {s['steps']} | {s['samples']} | {s['train_seconds']:.0f} | {s['samples_per_s']} |"
+        )
     return "\n".join(lines)
 
 
@@ -133,14 +169,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=Path, default=Path("~/.cache/vlmplay/frames").expanduser())
     parser.add_argument("--run-dir", type=Path, default=Path("~/.cache/vlmplay/runs/pvp_ablation").expanduser())
-    parser.add_argument("--export", type=Path, default=Path("~/.cache/vlmplay/runs/pvp_ablation/pvp_tiny").expanduser(),
-                        help="the stage-3 model's copy (give checkpoints/pvp_tiny to replace the shipped one)")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=Path("~/.cache/vlmplay/runs/pvp_ablation/pvp_tiny").expanduser(),
+        help="the stage-3 model's copy (give checkpoints/pvp_tiny to replace the shipped one)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "pvp_ablation")
     parser.add_argument("--n", type=int, default=3, help="held-out frames per game")
     parser.add_argument("--make-frames", action="store_true")
-    parser.add_argument("--train-args", nargs="*", default=[], metavar="OVERRIDE",
-                        help="Hydra overrides for the training commands, e.g. recipe.stages.pvp_stage2.steps=300 "
-                             "(the frozen arm gets those not naming pvp_stage1 or pvp_stage3, so both stage-2 arms match)")
+    parser.add_argument(
+        "--train-args",
+        nargs="*",
+        default=[],
+        metavar="OVERRIDE",
+        help="Hydra overrides for the training commands, e.g. recipe.stages.pvp_stage2.steps=300 "
+        "(the frozen arm gets those not naming pvp_stage1 or pvp_stage3, so both stage-2 arms match)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.make_frames:

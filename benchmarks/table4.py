@@ -7,6 +7,7 @@ Each (game, policy) is played by `eval.evaluate` (the `python -m eval` protocol)
 OUT/<game>_<policy>/results.json; a results file with the same policy id and seeds is reused, so an
 interrupted run continues where it stopped. Prints a Markdown table with the paper's numbers beside ours.
 """
+
 import argparse
 import json
 import sys
@@ -42,8 +43,13 @@ def cached_or_evaluated(kind: str, name: str, spec, seeds: list[int], out: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", nargs="+", default=list(GAMES), choices=GAMES)
-    parser.add_argument("--vlm", nargs="*", default=[], metavar="NAME=CHECKPOINT",
-                        help="VLM policies; {game} in the path is replaced by the game name")
+    parser.add_argument(
+        "--vlm",
+        nargs="*",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="VLM policies; {game} in the path is replaced by the game name",
+    )
     parser.add_argument("--episodes", type=int, default=15)
     parser.add_argument("--seed", type=int, default=100000, help="first seed; never one used in collection")
     parser.add_argument("--out", type=Path, default=Path("results/table4"))

@@ -7,6 +7,7 @@ accuracy whose return still falls with k loses the road (or the game) by compoun
 a return that stays near the expert's until the VLM alone means the VLM's own errors are rare or
 recoverable. Same seeds (default 100000..) for every k, so rows differ only by who drove when.
 """
+
 import argparse
 import json
 from pathlib import Path
@@ -25,7 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--game", required=True)
     parser.add_argument("--checkpoint", required=True, help="the fine-tuned VLM folder")
-    parser.add_argument("--k", type=int, nargs="+", default=[0, 100, 300, 1_000_000], help="VLM decisions before the expert takes over")
+    parser.add_argument(
+        "--k", type=int, nargs="+", default=[0, 100, 300, 1_000_000], help="VLM decisions before the expert takes over"
+    )
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=100000)
     parser.add_argument("--out", default="results/takeover", help="writes GAME.json here")
@@ -35,15 +38,25 @@ def main() -> None:
     vlm, expert = VLMPolicy(args.checkpoint, spec), ExpertPolicy(spec.default_expert_path, spec)
     seeds = [args.seed + i for i in range(args.episodes)]
     rows = []
-    print(f"{spec.name}: {vlm.policy_id} drives the first k decisions, {expert.policy_id} the rest; seeds {seeds[0]}..{seeds[-1]}")
+    print(
+        f"{spec.name}: {vlm.policy_id} drives the first k decisions, {expert.policy_id} the rest; seeds {seeds[0]}..{seeds[-1]}"
+    )
     print(f"{'k':>8} {'mean':>9} {'std':>8}  returns")
     for k in args.k:
-        returns = [play_episode(TakeoverPolicy(vlm, expert, k), spec, seed, env_id=spec.play_env_id(True)).episode_return for seed in seeds]
+        returns = [
+            play_episode(TakeoverPolicy(vlm, expert, k), spec, seed, env_id=spec.play_env_id(True)).episode_return
+            for seed in seeds
+        ]
         rows.append({"k": k, "returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns))})
-        print(f"{k:>8} {rows[-1]['mean']:>9.2f} {rows[-1]['std']:>8.2f}  {' '.join(f'{r:.1f}' for r in returns)}", flush=True)
+        print(
+            f"{k:>8} {rows[-1]['mean']:>9.2f} {rows[-1]['std']:>8.2f}  {' '.join(f'{r:.1f}' for r in returns)}",
+            flush=True,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{spec.name}.json").write_text(json.dumps({"checkpoint": args.checkpoint, "expert": expert.policy_id, "seeds": seeds, "rows": rows}, indent=2))
+    (out / f"{spec.name}.json").write_text(
+        json.dumps({"checkpoint": args.checkpoint, "expert": expert.policy_id, "seeds": seeds, "rows": rows}, indent=2)
+    )
     print(f"wrote {out / f'{spec.name}.json'}")
 
 

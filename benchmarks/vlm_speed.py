@@ -72,7 +72,9 @@ def game_samples(model: VLM, spec: GameSpec, rng: np.random.Generator) -> list[d
     frames = rng.integers(0, 256, size=(TRAIN_BATCH, spec.n_stack, *spec.frame_shape), dtype=np.uint8)
     images = model.preprocess(frames)  # [B, n_stack, 3, S, S]
     prompt = model.game_prompt(spec)
-    return [dict(images=images[i], prompt=prompt, answer=str(rng.choice(spec.action_names))) for i in range(TRAIN_BATCH)]
+    return [
+        dict(images=images[i], prompt=prompt, answer=str(rng.choice(spec.action_names))) for i in range(TRAIN_BATCH)
+    ]
 
 
 def play(model: VLM, spec: GameSpec, steps: int, rng: np.random.Generator) -> dict:
@@ -101,13 +103,17 @@ def play(model: VLM, spec: GameSpec, steps: int, rng: np.random.Generator) -> di
         wall=statistics.median(cached),
         cpu=statistics.median(cached_cpu),
         uncached=statistics.median(uncached),
-        prompt_tokens=len(encode(model.tokenizer, prompt, None, model.num_image_tokens, model.config.num_prompt_slots)[0]),
+        prompt_tokens=len(
+            encode(model.tokenizer, prompt, None, model.num_image_tokens, model.config.num_prompt_slots)[0]
+        ),
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (more than the free cores slows everything)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (more than the free cores slows everything)"
+    )
     parser.add_argument("--steps", type=int, default=100, help="timed actions per game")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,7 +131,10 @@ def main() -> None:
     rates = [f"PVP {train_samples_per_second(model, pvp_samples(model, rng)):.1f}"]
     for instruction in GAME_INSTRUCTIONS:
         model.config.game_instruction = instruction
-        rates += [f"{s.name} game ({instruction}) {train_samples_per_second(model, game_samples(model, s, rng)):.1f}" for s in specs]
+        rates += [
+            f"{s.name} game ({instruction}) {train_samples_per_second(model, game_samples(model, s, rng)):.1f}"
+            for s in specs
+        ]
     print(f"training samples/s (batch {TRAIN_BATCH}, all parts trainable, median step): {', '.join(rates)}\n")
 
     model.merge_lora()

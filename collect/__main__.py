@@ -1,4 +1,5 @@
 """python -m collect game=<carracing|spaceinvaders> policy=<expert|random> episodes=30 seed=0 out=data/<game>"""
+
 from pathlib import Path
 
 import hydra
@@ -20,8 +21,14 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out)
     check_writable(out)
     seeds = [int(cfg.seed) + index for index in range(int(cfg.episodes))]
-    collect(Player(cfg.game, cfg.policy, cfg.expert, cfg.deterministic), seeds, out, int(cfg.workers),
-            bool(cfg.overwrite), bool(cfg.repair))
+    collect(
+        Player(cfg.game, cfg.policy, cfg.expert, cfg.deterministic),
+        seeds,
+        out,
+        int(cfg.workers),
+        bool(cfg.overwrite),
+        bool(cfg.repair),
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Play one seeded episode per seed (in `workers` processes) and commit them, in order, into a dataset."""
+
 import ctypes
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,7 +19,13 @@ from agents import Policy, load_policy
 from collect.dataset import DATA_DIR, CollectedDataset
 from collect.summary import write_summary
 from collect.writer import (
-    SUMMARY_FILE, DatasetWriter, EpisodeRecorder, StagedEpisode, dataset_size_mb, env_action_space, stage_episode,
+    SUMMARY_FILE,
+    DatasetWriter,
+    EpisodeRecorder,
+    StagedEpisode,
+    dataset_size_mb,
+    env_action_space,
+    stage_episode,
     staging_folder,
 )
 from envs import GameSpec, get_game
@@ -70,8 +78,9 @@ def _play_in_worker(episode_id: int, seed: int) -> StagedEpisode:
     return play_and_stage(_worker["out"], _worker["spec"], _worker["policy"], episode_id, seed)
 
 
-def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, policy: Policy, player: Player,
-                    workers: int) -> Iterator[StagedEpisode]:
+def staged_in_order(
+    jobs: list[tuple[int, int]], out: Path, spec: GameSpec, policy: Policy, player: Player, workers: int
+) -> Iterator[StagedEpisode]:
     """Staged episodes in the order of `jobs` (episode id, seed), played here or in `workers` processes."""
     if workers == 1 or len(jobs) <= 1:
         for episode_id, seed in jobs:
@@ -79,7 +88,9 @@ def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, poli
         return
     # spawn, not fork: a forked child inherits torch's thread pool state and the parent's open files.
     pool = ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_start_worker,
+        min(workers, len(jobs)),
+        mp_context=get_context("spawn"),
+        initializer=_start_worker,
         initargs=(out, player, os.getpid()),
     )
     try:
@@ -90,8 +101,9 @@ def staged_in_order(jobs: list[tuple[int, int]], out: Path, spec: GameSpec, poli
         pool.shutdown(cancel_futures=True)
 
 
-def collect(player: Player, seeds: list[int], out: Path, workers: int, overwrite: bool = False,
-            repair: bool = False) -> dict:
+def collect(
+    player: Player, seeds: list[int], out: Path, workers: int, overwrite: bool = False, repair: bool = False
+) -> dict:
     """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones); returns a report."""
     spec, policy = load_player(player)
     writer = DatasetWriter(out, spec, policy, overwrite, repair)
@@ -102,7 +114,9 @@ def collect(player: Player, seeds: list[int], out: Path, workers: int, overwrite
     if writer.damaged:
         print(f"re-collecting damaged episodes (seeds {[episode.seed for episode in writer.damaged]})")
     if len(new_seeds) < len(seeds):
-        print(f"{out} already holds {len(seeds) - len(new_seeds)} of the {len(seeds)} seeds: playing the other {len(new_seeds)}")
+        print(
+            f"{out} already holds {len(seeds) - len(new_seeds)} of the {len(seeds)} seeds: playing the other {len(new_seeds)}"
+        )
 
     start, steps = time.perf_counter(), 0
     bar = tqdm(total=len(jobs), desc=f"collect {spec.name} {policy.policy_id}", unit="episode")
@@ -110,8 +124,11 @@ def collect(player: Player, seeds: list[int], out: Path, workers: int, overwrite
         writer.commit(staged)
         steps += staged.info.length
         bar.update()
-        bar.set_postfix(seed=staged.info.seed, ret=f"{staged.info.episode_return:.1f}",
-                        steps_per_s=f"{steps / (time.perf_counter() - start):.1f}")
+        bar.set_postfix(
+            seed=staged.info.seed,
+            ret=f"{staged.info.episode_return:.1f}",
+            steps_per_s=f"{steps / (time.perf_counter() - start):.1f}",
+        )
     bar.close()
     writer.close()
     wall_time = time.perf_counter() - start

@@ -4,6 +4,7 @@ A dataset folder holds a Minari dataset (Arrow backend, no JPEG) in `data/`: one
 with one Arrow IPC file of single RGB frames. The files are memory-mapped, so a lookup copies only
 the `n_stack` frames it returns; stacks are built here, at read time.
 """
+
 import json
 import zlib
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ def read_dataset_metadata(root: Path) -> dict:
     """Minari's dataset metadata of the dataset folder `root`, with our entry checked."""
     path = root / DATA_DIR / METADATA_FILE
     if not path.is_file():
-        raise UserError(f"{root} is not a collected dataset (no {DATA_DIR}/{METADATA_FILE}): run `python -m collect out={root}` first")
+        raise UserError(
+            f"{root} is not a collected dataset (no {DATA_DIR}/{METADATA_FILE}): run `python -m collect out={root}` first"
+        )
     metadata = read_json(path, "the dataset index")
     if VLMPLAY_KEY not in metadata:
         raise UserError(f"{path} is a Minari dataset that vlmplay did not collect (no {VLMPLAY_KEY!r} entry)")
@@ -95,7 +98,9 @@ class EpisodeError(UserError):
     def __init__(self, root: Path, episode: EpisodeInfo, problem: str):
         self.episode = episode
         self.detail = f"episode {episode.episode_id} (seed {episode.seed}) in {episode_path(root, episode.episode_id)} is damaged: {problem}"
-        super().__init__(f"{self.detail}; re-collect it: run the same `python -m collect ... out={root}` with repair=true")
+        super().__init__(
+            f"{self.detail}; re-collect it: run the same `python -m collect ... out={root}` with repair=true"
+        )
 
 
 def episode_infos(metadata: dict) -> list[EpisodeInfo]:
@@ -119,7 +124,9 @@ def open_episode(root: Path, episode: EpisodeInfo, frame_shape: tuple[int, int, 
     if stored_seed != episode.seed:
         raise EpisodeError(root, episode, f"{episode_metadata.name} says seed {stored_seed}")
     if verify and file_crc32(files[0]) != episode.crc32:
-        raise EpisodeError(root, episode, f"{files[0].name} does not match its CRC32 (its bytes changed since collection)")
+        raise EpisodeError(
+            root, episode, f"{files[0].name} does not match its CRC32 (its bytes changed since collection)"
+        )
     try:
         table = pa.ipc.open_file(pa.memory_map(str(files[0]))).read_all()
         observations = table.column("observations")
@@ -149,7 +156,9 @@ class CollectedDataset:
     `verify` checks every episode file's CRC32 when opening (one read of the dataset).
     """
 
-    def __init__(self, root: str | Path, seeds: list[int] | None = None, n_stack: int | None = None, verify: bool = True):
+    def __init__(
+        self, root: str | Path, seeds: list[int] | None = None, n_stack: int | None = None, verify: bool = True
+    ):
         self.root = Path(root)
         metadata = read_dataset_metadata(self.root)
         info = metadata[VLMPLAY_KEY]
@@ -179,7 +188,9 @@ class CollectedDataset:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._arrays = [open_episode(self.root, episode, self.spec.frame_shape, verify=False) for episode in self.episodes]
+        self._arrays = [
+            open_episode(self.root, episode, self.spec.frame_shape, verify=False) for episode in self.episodes
+        ]
 
     def __len__(self) -> int:
         return len(self._episode_of_step)
@@ -218,7 +229,9 @@ class CollectedDataset:
         subset._set_episodes([self.episodes[i] for i in keep], [self._arrays[i] for i in keep])
         return subset
 
-    def split(self, val_fraction: float = 0.1, val_seeds: list[int] | None = None, seed: int = 0) -> tuple["CollectedDataset", "CollectedDataset"]:
+    def split(
+        self, val_fraction: float = 0.1, val_seeds: list[int] | None = None, seed: int = 0
+    ) -> tuple["CollectedDataset", "CollectedDataset"]:
         """(train, validation) by episode: `val_seeds` if given, else a seeded draw of `val_fraction` of the seeds."""
         if val_seeds is None:
             n_val = int(round(val_fraction * len(self.episodes)))

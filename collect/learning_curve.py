@@ -1,7 +1,8 @@
 """Return vs training steps of an RL-Zoo3 agent, from the Monitor files of its training envs.
 
-    python -m collect.learning_curve experts/ppo/SpaceInvadersNoFrameskip-v4_1   # writes learning_curve.png there
+python -m collect.learning_curve experts/ppo/SpaceInvadersNoFrameskip-v4_1   # writes learning_curve.png there
 """
+
 import json
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """One picture per dataset: a few stacked observations with the action taken, and the action histogram."""
+
 from pathlib import Path
 
 import matplotlib
@@ -20,9 +21,14 @@ def write_summary(dataset: CollectedDataset, path: Path) -> None:
     spec, n_stack = dataset.spec, dataset.n_stack
     height, width, _ = spec.frame_shape
     frame_height = FRAME_INCHES * height / width
-    figure = plt.figure(figsize=(FRAME_INCHES * n_stack, EXAMPLES * (frame_height + 0.5) + HISTOGRAM_INCHES), dpi=DPI,
-                        layout="constrained")
-    grid = figure.add_gridspec(EXAMPLES + 1, n_stack, height_ratios=[frame_height + 0.5] * EXAMPLES + [HISTOGRAM_INCHES])
+    figure = plt.figure(
+        figsize=(FRAME_INCHES * n_stack, EXAMPLES * (frame_height + 0.5) + HISTOGRAM_INCHES),
+        dpi=DPI,
+        layout="constrained",
+    )
+    grid = figure.add_gridspec(
+        EXAMPLES + 1, n_stack, height_ratios=[frame_height + 0.5] * EXAMPLES + [HISTOGRAM_INCHES]
+    )
     figure.suptitle(f"{spec.name}: {dataset.policy_id}, {len(dataset.episodes)} episodes, {len(dataset)} steps")
 
     for row, index in enumerate(np.linspace(0, len(dataset) - 1, EXAMPLES + 2)[1:-1].astype(int)):
@@ -33,8 +39,11 @@ def write_summary(dataset: CollectedDataset, path: Path) -> None:
             axes.set_xticks([])
             axes.set_yticks([])
             age = n_stack - 1 - column
-            axes.set_title(f"t-{age}" if age else f"t: {spec.action_names[sample.action_code]}",
-                           fontsize=10, fontweight="normal" if age else "bold")
+            axes.set_title(
+                f"t-{age}" if age else f"t: {spec.action_names[sample.action_code]}",
+                fontsize=10,
+                fontweight="normal" if age else "bold",
+            )
             if column == 0:
                 axes.set_ylabel(f"seed {sample.seed}\nstep {sample.step}", fontsize=9)
 
@@ -42,8 +51,13 @@ def write_summary(dataset: CollectedDataset, path: Path) -> None:
     axes = figure.add_subplot(grid[EXAMPLES, :])
     axes.bar(range(len(counts)), counts, color="tab:blue")
     slanted = len(counts) > UPRIGHT_LABELS_MAX
-    axes.set_xticks(range(len(counts)), spec.action_names, rotation=40 if slanted else 0,
-                    ha="right" if slanted else "center", fontsize=8)
+    axes.set_xticks(
+        range(len(counts)),
+        spec.action_names,
+        rotation=40 if slanted else 0,
+        ha="right" if slanted else "center",
+        fontsize=8,
+    )
     axes.set_ylabel("steps")
     axes.set_title("actions taken", fontsize=10)
 

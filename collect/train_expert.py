@@ -7,6 +7,7 @@ a checkpoint (model + VecNormalize stats) every `save_every` steps in a run fold
 tree, and a resume that continues the step counter and learning-rate schedule where they stopped.
 At the end (or with `export_only=true`) the agent is exported in RL-Zoo3's folder layout.
 """
+
 import argparse
 import io
 import json
@@ -127,16 +128,38 @@ def build_manager(cfg: DictConfig, state: RunState, progress: dict, init: str) -
     # The zoo keys hyperparameters by env id: the fast twin trains with the original env's recipe.
     conf_file.write_text(yaml.safe_dump({state.env_id: zoo_hyperparams(cfg.algo, spec.env_id)}))
     args = argparse.Namespace(
-        algo=cfg.algo, env=state.env_id, seed=cfg.seed, n_timesteps=cfg.steps, trained_agent=init,
-        conf_file=str(conf_file), env_kwargs=None, eval_env_kwargs=None, vec_env="dummy", device="cpu",
-        hyperparams=None, save_freq=-1, eval_freq=-1, log_folder=str(state.run_dir / "zoo"),
+        algo=cfg.algo,
+        env=state.env_id,
+        seed=cfg.seed,
+        n_timesteps=cfg.steps,
+        trained_agent=init,
+        conf_file=str(conf_file),
+        env_kwargs=None,
+        eval_env_kwargs=None,
+        vec_env="dummy",
+        device="cpu",
+        hyperparams=None,
+        save_freq=-1,
+        eval_freq=-1,
+        log_folder=str(state.run_dir / "zoo"),
     )
     return ExperimentManager(
-        args, cfg.algo, state.env_id, str(state.run_dir / "zoo"), n_timesteps=int(cfg.steps),
-        eval_freq=-1, save_freq=-1, trained_agent=init, config=str(conf_file),
+        args,
+        cfg.algo,
+        state.env_id,
+        str(state.run_dir / "zoo"),
+        n_timesteps=int(cfg.steps),
+        eval_freq=-1,
+        save_freq=-1,
+        trained_agent=init,
+        config=str(conf_file),
         # A different seed per segment, so a resumed run does not replay the tracks it began with.
-        seed=int(cfg.seed) + progress["steps"], log_interval=-1, verbose=0, device="cpu",
-        show_progress=bool(cfg.progress), hyperparams=OmegaConf.to_container(cfg.hyperparams) if cfg.hyperparams else None,
+        seed=int(cfg.seed) + progress["steps"],
+        log_interval=-1,
+        verbose=0,
+        device="cpu",
+        show_progress=bool(cfg.progress),
+        hyperparams=OmegaConf.to_container(cfg.hyperparams) if cfg.hyperparams else None,
     )
 
 
@@ -196,7 +219,9 @@ def main(cfg: DictConfig) -> None:
     if state.model_path.is_file():
         init = str(state.model_path)
         state.stage_stats_for_zoo()
-    progress["segments"].append({"start_steps": progress["steps"], "init": init, "env_id": env_id, "started": time.ctime()})
+    progress["segments"].append(
+        {"start_steps": progress["steps"], "init": init, "env_id": env_id, "started": time.ctime()}
+    )
     manager = build_manager(cfg, state, progress, init)
     model, _ = manager.setup_experiment()
     if progress["steps"] == 0 and init:

@@ -5,6 +5,7 @@ Each episode is written by Minari into a staging folder beside the dataset, then
 Minari's own `update_metadata` rewrites metadata.json in place, which a kill could leave truncated,
 so the dataset metadata (same keys, same format) is replaced here instead.
 """
+
 import functools
 import hashlib
 import json
@@ -22,8 +23,17 @@ from tqdm import tqdm
 
 from agents import Policy
 from collect.dataset import (
-    DATA_DIR, METADATA_FILE, NO_ACTION_CODE, VLMPLAY_KEY, EpisodeError, EpisodeInfo, episode_infos, episode_path,
-    file_crc32, open_episode, read_dataset_metadata,
+    DATA_DIR,
+    METADATA_FILE,
+    NO_ACTION_CODE,
+    VLMPLAY_KEY,
+    EpisodeError,
+    EpisodeInfo,
+    episode_infos,
+    episode_path,
+    file_crc32,
+    open_episode,
+    read_dataset_metadata,
 )
 from envs import GameSpec, UserError
 from eval.rollout import Step
@@ -110,8 +120,16 @@ def staging_folder(out: Path, episode_id: int, seed: int) -> Path:
     return out / STAGING_DIR / f"episode{episode_id}-seed{seed}"
 
 
-def stage_episode(out: Path, spec: GameSpec, policy: Policy, recorder: EpisodeRecorder, episode_id: int, seed: int,
-                  episode_return: float, wall_time_s: float) -> StagedEpisode:
+def stage_episode(
+    out: Path,
+    spec: GameSpec,
+    policy: Policy,
+    recorder: EpisodeRecorder,
+    episode_id: int,
+    seed: int,
+    episode_return: float,
+    wall_time_s: float,
+) -> StagedEpisode:
     """Write a played episode with Minari's writer into its staging folder."""
     staging = staging_folder(out, episode_id, seed)
     storage = new_storage(staging / DATA_DIR, spec)
@@ -155,7 +173,9 @@ class DatasetWriter:
         foreign = sorted(p.name for p in self.out.iterdir() if p.name not in ours) if self.out.is_dir() else []
         data = self.out / DATA_DIR
         if foreign or (data.exists() and not self.metadata_path.exists()):
-            raise UserError(f"{self.out} is not empty and holds no collected dataset ({', '.join(foreign) or DATA_DIR}): choose a new folder with out=")
+            raise UserError(
+                f"{self.out} is not empty and holds no collected dataset ({', '.join(foreign) or DATA_DIR}): choose a new folder with out="
+            )
 
     def _existing_is_ours(self, overwrite: bool) -> bool:
         """True for this game and policy's dataset; False for another one that `overwrite` lets us replace."""
@@ -164,7 +184,9 @@ class DatasetWriter:
         except UserError as error:
             if overwrite:
                 return False
-            raise UserError(f"{error}: restore it, or pass overwrite=true to collect {self.out} again from scratch") from None
+            raise UserError(
+                f"{error}: restore it, or pass overwrite=true to collect {self.out} again from scratch"
+            ) from None
         stored = {key: metadata[VLMPLAY_KEY].get(key) for key in self.identity}
         if stored != self.identity:
             if overwrite:
@@ -184,16 +206,18 @@ class DatasetWriter:
         new_data = self.staging / "new-dataset" / DATA_DIR
         new_data.parent.mkdir(parents=True)
         storage = new_storage(new_data, self.spec)
-        storage.update_metadata({
-            "dataset_id": f"vlmplay/{self.spec.name}/{self.policy_id}-v0",
-            "minari_version": version("minari"),
-            "algorithm_name": self.policy_id,
-            "author": {"vlmplay"},
-            "description": f"{self.spec.name}: raw RGB frames the VLM sees, the env action the policy took, "
-                           f"its discrete action code (infos.action_code), unclipped rewards; one seed per episode.",
-            "requirements": [f"{name}=={version(name)}" for name in REQUIREMENTS],
-            VLMPLAY_KEY: self.identity | {"episodes": []},
-        })
+        storage.update_metadata(
+            {
+                "dataset_id": f"vlmplay/{self.spec.name}/{self.policy_id}-v0",
+                "minari_version": version("minari"),
+                "algorithm_name": self.policy_id,
+                "author": {"vlmplay"},
+                "description": f"{self.spec.name}: raw RGB frames the VLM sees, the env action the policy took, "
+                f"its discrete action code (infos.action_code), unclipped rewards; one seed per episode.",
+                "requirements": [f"{name}=={version(name)}" for name in REQUIREMENTS],
+                VLMPLAY_KEY: self.identity | {"episodes": []},
+            }
+        )
         os.rename(new_data, self.out / DATA_DIR)
         new_data.parent.rmdir()
         return read_dataset_metadata(self.out)
@@ -240,11 +264,13 @@ class DatasetWriter:
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _write_metadata(self) -> None:
-        self.metadata.update({
-            "total_episodes": len(self.episodes),
-            "total_steps": sum(episode.length for episode in self.episodes),
-            "dataset_size": dataset_size_mb(self.out / DATA_DIR),
-        })
+        self.metadata.update(
+            {
+                "total_episodes": len(self.episodes),
+                "total_steps": sum(episode.length for episode in self.episodes),
+                "dataset_size": dataset_size_mb(self.out / DATA_DIR),
+            }
+        )
         self.metadata[VLMPLAY_KEY]["episodes"] = [
             {"seed": e.seed, "length": e.length, "return": e.episode_return, "crc32": e.crc32} for e in self.episodes
         ]

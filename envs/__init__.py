@@ -1,4 +1,5 @@
 """Games: specs, codecs and the env pipelines policies play in."""
+
 import ale_py
 import gymnasium as gym
 
@@ -12,6 +13,16 @@ gym.register_envs(ale_py)
 register_fast_car_racing()
 
 __all__ = [
-    "FAST_CAR_RACING_ID", "GAMES", "REPO_ROOT", "DiscreteCodec", "FrameTap", "GameSpec", "GridCodec", "UserError",
-    "exit_on_user_error", "get_game", "frame_tap", "make_play_env",
+    "FAST_CAR_RACING_ID",
+    "GAMES",
+    "REPO_ROOT",
+    "DiscreteCodec",
+    "FrameTap",
+    "GameSpec",
+    "GridCodec",
+    "UserError",
+    "exit_on_user_error",
+    "get_game",
+    "frame_tap",
+    "make_play_env",
 ]

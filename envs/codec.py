@@ -1,4 +1,5 @@
 """Action codecs: env actions <-> discrete action codes <-> action words the VLM answers with."""
+
 from dataclasses import dataclass
 from itertools import product
 

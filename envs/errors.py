@@ -1,4 +1,5 @@
 """The one exception type that command-line entry points turn into a one-line message."""
+
 import functools
 import sys
 

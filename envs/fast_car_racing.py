@@ -183,9 +183,7 @@ class _RenderBuffers:
         if surface is None:
             if self._font is None or not pygame.font.get_init():
                 pygame.font.init()
-                self._font = pygame.font.Font(
-                    pygame.font.get_default_font(), REWARD_FONT_SIZE
-                )
+                self._font = pygame.font.Font(pygame.font.get_default_font(), REWARD_FONT_SIZE)
             if len(self._text) >= TEXT_CACHE_MAX:
                 self._text.clear()
             surface = self._font.render(text, True, WHITE, BLACK)
@@ -222,9 +220,9 @@ class FastCarRacing(CarRacing):
         self._poly_y = polygons[:, :, 1]
         self._poly_cx = self._poly_x.mean(axis=1)
         self._poly_cy = self._poly_y.mean(axis=1)
-        self._poly_radius = np.hypot(
-            self._poly_x - self._poly_cx[:, None], self._poly_y - self._poly_cy[:, None]
-        ).max(axis=1)
+        self._poly_radius = np.hypot(self._poly_x - self._poly_cx[:, None], self._poly_y - self._poly_cy[:, None]).max(
+            axis=1
+        )
 
     def _create_track(self):
         success = super()._create_track()
@@ -336,9 +334,7 @@ class FastCarRacing(CarRacing):
             gfxdraw.aapolygon(canvas, poly, color)
             gfxdraw.filled_polygon(canvas, poly, color)
 
-    def _finish_frame(
-        self, buffers: _RenderBuffers, size: tuple[int, int]
-    ) -> np.ndarray:
+    def _finish_frame(self, buffers: _RenderBuffers, size: tuple[int, int]) -> np.ndarray:
         """Gymnasium's flip, indicators, reward text and ``smoothscale`` to
         ``size``, without flipping the full-size world.
 
@@ -367,9 +363,7 @@ class FastCarRacing(CarRacing):
         self._render_indicators(WINDOW_W, WINDOW_H)
         self.surf.blit(text, text_rect)
 
-        pygame.transform.smoothscale(
-            canvas.subsurface(VISIBLE_CANVAS_RECT), (width, BAR_TOP), world_rows
-        )
+        pygame.transform.smoothscale(canvas.subsurface(VISIBLE_CANVAS_RECT), (width, BAR_TOP), world_rows)
         strip = (0, top, width, WINDOW_H - top)
         pygame.transform.smoothscale(
             frame.subsurface((0, top, WINDOW_W, WINDOW_H - top)),
@@ -381,9 +375,7 @@ class FastCarRacing(CarRacing):
         stacked_px[:, :top] = world_px[:, ::-1][:, :top]
         del world_px, stacked_px
         pygame.transform.smoothscale(stacked, size, result)
-        return np.transpose(
-            np.array(pygame.surfarray.pixels3d(result)), axes=(1, 0, 2)
-        )
+        return np.transpose(np.array(pygame.surfarray.pixels3d(result)), axes=(1, 0, 2))
 
     def _indicators_top(self) -> int:
         """A frame row at or above everything ``_render_indicators`` paints:
@@ -427,10 +419,7 @@ class FastFrameSkip(gym.Wrapper):
         inner = env
         while inner is not env.unwrapped:
             if not isinstance(inner, self.OBSERVATION_PRESERVING):
-                raise TypeError(
-                    f"FastFrameSkip cannot wrap {type(inner).__name__}: "
-                    "it may change observations"
-                )
+                raise TypeError(f"FastFrameSkip cannot wrap {type(inner).__name__}: it may change observations")
             inner = inner.env
         self._skip = skip
 

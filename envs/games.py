@@ -1,4 +1,5 @@
 """One GameSpec per game: env id, the expert's env pipeline, the frames the VLM sees, instruction, codec."""
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,15 @@ CARRACING = GameSpec(
     # drives with gas around 0.04; this grid keeps 92 % of its return, grids with gas 1 lose all.
     codec=GridCodec(
         steer=(
-            ("hardleft", -0.4), ("left", -0.15), ("slightleft", -0.06), ("nudgeleft", -0.02), ("straight", 0.0),
-            ("nudgeright", 0.02), ("slightright", 0.06), ("right", 0.15), ("hardright", 0.4),
+            ("hardleft", -0.4),
+            ("left", -0.15),
+            ("slightleft", -0.06),
+            ("nudgeleft", -0.02),
+            ("straight", 0.0),
+            ("nudgeright", 0.02),
+            ("slightright", 0.06),
+            ("right", 0.15),
+            ("hardright", 0.4),
         ),
         pedal=(("coast", 0.0, 0.0), ("slow", 0.03, 0.0), ("gas", 0.06, 0.0)),
     ),

@@ -1,4 +1,5 @@
 """The env a policy plays in: RL-Zoo3's test-time pipeline, rebuilt from a config.yml, with a frame tap."""
+
 import copy
 from pathlib import Path
 
@@ -77,9 +78,7 @@ def make_play_env(
         env = FrameTap(env, max_pool=spec.frame_max_pool)
         return zoo_wrapper(env) if zoo_wrapper is not None else env
 
-    venv = make_vec_env(
-        env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv
-    )
+    venv = make_vec_env(env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv)
     kwargs = normalize_kwargs(pipeline)
     if kwargs is not None:
         stats = stats_dir / "vecnormalize.pkl" if stats_dir is not None else None

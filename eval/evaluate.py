@@ -1,4 +1,5 @@
 """Seeded evaluation of any Policy: returns table, results.json, one MP4 per episode."""
+
 import json
 import os
 import platform
@@ -33,7 +34,12 @@ def package_versions() -> dict[str, str]:
 
 def summary(returns: list[float]) -> dict[str, float]:
     values = np.array(returns, dtype=np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
 def format_table(policy_id: str, game: str, results: list[EpisodeResult]) -> str:

@@ -9,6 +9,7 @@ Inference shares one image: the tokens common to all 4096 questions (bos, image 
 the question) run once into a KV cache, which the questions (in chunks of `batch`) continue from;
 answers are decoded greedily.
 """
+
 import copy
 import json
 import time
@@ -52,7 +53,13 @@ class Reconstructor:
         self.model, self.batch = model, batch
         self.locations = locations or [(y, x) for y in range(SIZE) for x in range(SIZE)]
         ids = [
-            encode(model.tokenizer, prompts.reconstruct_prompt(y, x), None, model.num_image_tokens, model.config.num_prompt_slots)[0]
+            encode(
+                model.tokenizer,
+                prompts.reconstruct_prompt(y, x),
+                None,
+                model.num_image_tokens,
+                model.config.num_prompt_slots,
+            )[0]
             for y, x in self.locations
         ]
         self.prefix_length = common_prefix_length(ids)
@@ -61,7 +68,10 @@ class Reconstructor:
         by_length: dict[int, list[int]] = {}
         for index, row in enumerate(ids):
             by_length.setdefault(len(row), []).append(index)
-        self.groups = [(indices, torch.tensor([ids[i][self.prefix_length :] for i in indices], device=model.device)) for indices in by_length.values()]
+        self.groups = [
+            (indices, torch.tensor([ids[i][self.prefix_length :] for i in indices], device=model.device))
+            for indices in by_length.values()
+        ]
 
     @torch.inference_mode()
     def answers(self, frame: np.ndarray) -> list[str]:
@@ -93,8 +103,12 @@ class Reconstructor:
         n, length = rows.shape
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(n)
-        positions = torch.arange(self.prefix_length, self.prefix_length + length, device=model.device).expand(n, -1)  # [n, Ls]
-        logits = model.llm(input_ids=rows, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        positions = torch.arange(self.prefix_length, self.prefix_length + length, device=model.device).expand(
+            n, -1
+        )  # [n, Ls]
+        logits = model.llm(
+            input_ids=rows, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+        ).logits[:, -1]
         done = torch.zeros(n, dtype=torch.bool, device=model.device)
         generated = []
         for step in range(MAX_ANSWER_TOKENS):
@@ -104,7 +118,9 @@ class Reconstructor:
             if done.all() or step == MAX_ANSWER_TOKENS - 1:
                 break
             position = torch.full((n, 1), self.prefix_length + length + step, device=model.device)
-            logits = model.llm(input_ids=token[:, None], position_ids=position, past_key_values=cache, use_cache=True).logits[:, -1]
+            logits = model.llm(
+                input_ids=token[:, None], position_ids=position, past_key_values=cache, use_cache=True
+            ).logits[:, -1]
         texts = []
         for row in torch.stack(generated, dim=1).tolist():
             row = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
@@ -119,7 +135,9 @@ def side_by_side(target: np.ndarray, prediction: np.ndarray) -> Image.Image:
     return Image.fromarray(row).resize((row.shape[1] * PNG_UPSCALE, SIZE * PNG_UPSCALE), Image.NEAREST)
 
 
-def evaluate_reconstruction(model: VLM, sources: ImageSources, n: int, seed: int, batch: int, out: Path, progress: bool = True) -> dict:
+def evaluate_reconstruction(
+    model: VLM, sources: ImageSources, n: int, seed: int, batch: int, out: Path, progress: bool = True
+) -> dict:
     """RE of n images drawn (seeded) from sources; writes one PNG per image and results.json into out."""
     indices = sorted(np.random.default_rng(seed).choice(len(sources), size=n, replace=False).tolist())
     reconstructor = Reconstructor(model, batch)
@@ -133,7 +151,14 @@ def evaluate_reconstruction(model: VLM, sources: ImageSources, n: int, seed: int
         prediction = worst_answers(prediction, target, valid)
         png = out / f"{index:07d}.png"
         side_by_side(target, prediction).save(png)
-        per_image.append({"index": index, "re": reconstruction_error(prediction, target), "unparsed": int((~valid).sum()), "png": png.name})
+        per_image.append(
+            {
+                "index": index,
+                "re": reconstruction_error(prediction, target),
+                "unparsed": int((~valid).sum()),
+                "png": png.name,
+            }
+        )
     seconds = time.perf_counter() - start
     return {
         "mean_re": float(np.mean([r["re"] for r in per_image])),
@@ -148,7 +173,9 @@ def evaluate_reconstruction(model: VLM, sources: ImageSources, n: int, seed: int
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     if cfg.checkpoint is None or cfg.images is None:
-        raise UserError("give checkpoint=DIR (a VLM checkpoint) and images=SOURCE (an image folder or a collected dataset)")
+        raise UserError(
+            "give checkpoint=DIR (a VLM checkpoint) and images=SOURCE (an image folder or a collected dataset)"
+        )
     torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out).expanduser()
     check_writable(out)
@@ -160,8 +187,10 @@ def main(cfg: DictConfig) -> None:
     result = evaluate_reconstruction(model, sources, int(cfg.n), int(cfg.seed), int(cfg.batch), out, bool(cfg.progress))
     result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": seeds, **result}
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    print(f"RE x100 = {result['mean_re']:.2f} over {cfg.n} images ({result['questions']} questions, "
-          f"{result['questions_per_s']} questions/s); PNGs (ground truth | reconstruction) and results.json in {out}")
+    print(
+        f"RE x100 = {result['mean_re']:.2f} over {cfg.n} images ({result['questions']} questions, "
+        f"{result['questions_per_s']} questions/s); PNGs (ground truth | reconstruction) and results.json in {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One seeded episode of any Policy in its game's pipeline."""
+
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -26,8 +26,15 @@ def tiny_carracing_expert(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_expert")
     out = root / "ppo_lstm" / "CarRacing-v3_1"
     result = run_module(
-        "collect.train_expert", "game=carracing", "algo=ppo_lstm", "steps=128", "fast_env=false",
-        f"run_dir={root / 'runs'}", f"out={out}", "progress=false", TINY_PPO_HYPERPARAMS,
+        "collect.train_expert",
+        "game=carracing",
+        "algo=ppo_lstm",
+        "steps=128",
+        "fast_env=false",
+        f"run_dir={root / 'runs'}",
+        f"out={out}",
+        "progress=false",
+        TINY_PPO_HYPERPARAMS,
     )
     assert result.returncode == 0, result.stderr
     return out

@@ -3,6 +3,7 @@
 Most runs call the command's entry point in this process (a new interpreter costs ~6 s of CPU to
 import torch and SB3); the kill test and the damaged-file message run it as a real subprocess.
 """
+
 import json
 import shutil
 import signal
@@ -14,12 +15,12 @@ import minari
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from collect.__main__ import main
 from collect.dataset import CollectedDataset, EpisodeError, FrameStackDataset
-from conftest import REPO_ROOT, run_module
 from envs import UserError, get_game
 
 SEEDS = [4, 5]  # random SpaceInvaders episodes of 353 and 329 steps: with 2 workers the second ends first
@@ -53,9 +54,19 @@ def dataset_content(root) -> tuple[list, list]:
     episodes = []
     for index, info in enumerate(dataset.episodes):
         arrays = dataset.episode(index)
-        episodes.append((info.seed, info.length, info.episode_return, arrays.frames.tobytes(), arrays.actions.tobytes(),
-                         arrays.action_codes.tobytes(), arrays.rewards.tobytes(), arrays.terminations.tobytes(),
-                         arrays.truncations.tobytes()))
+        episodes.append(
+            (
+                info.seed,
+                info.length,
+                info.episode_return,
+                arrays.frames.tobytes(),
+                arrays.actions.tobytes(),
+                arrays.action_codes.tobytes(),
+                arrays.rewards.tobytes(),
+                arrays.terminations.tobytes(),
+                arrays.truncations.tobytes(),
+            )
+        )
     files = [next((root / "data" / str(info.episode_id)).glob("*.arrow")).read_bytes() for info in dataset.episodes]
     return episodes, files
 
@@ -110,15 +121,22 @@ def test_reader_stacks_frames_with_first_frame_padding(reference):
     assert np.array_equal(dataset[-1].frames[-1], frames[-2])  # the last decision's frame; frames[-1] is Minari's extra
     assert dataset[first_length - 1].terminated and not dataset[first_length].terminated
     assert [(dataset[i].seed, dataset[i].step) for i in range(first_length - 1, first_length + 1)] == [
-        (SEEDS[0], first_length - 1), (SEEDS[1], 0)]
+        (SEEDS[0], first_length - 1),
+        (SEEDS[1], 0),
+    ]
     assert np.array_equal(dataset.action_codes[:3], [dataset[i].action_code for i in range(3)])
     assert dataset[5].action_code == get_game("spaceinvaders").codec.encode(dataset[5].action)
     assert CollectedDataset(reference, n_stack=2)[first_length + 2].frames.shape == (2, 210, 160, 3)
     with pytest.raises(IndexError):
         dataset[len(dataset)]
 
-    batch, codes = next(iter(torch.utils.data.DataLoader(FrameStackDataset(dataset), batch_size=8, shuffle=True,
-                                                         generator=torch.Generator().manual_seed(0))))
+    batch, codes = next(
+        iter(
+            torch.utils.data.DataLoader(
+                FrameStackDataset(dataset), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)
+            )
+        )
+    )
     assert batch.shape == (8, 4, 210, 160, 3) and batch.dtype == torch.uint8 and codes.dtype == torch.int64
 
 
@@ -147,8 +165,12 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path, capsys, reference):
     out = tmp_path / "si"
     log = tmp_path / "log.txt"
     with log.open("w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "collect", *RANDOM_SI, f"out={out}"], cwd=REPO_ROOT,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "collect", *RANDOM_SI, f"out={out}"],
+            cwd=REPO_ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         playing = out / ".staging" / f"episode1-seed{SEEDS[1]}"  # exists while the second episode is played
         deadline = time.monotonic() + KILL_DEADLINE_S
         while not playing.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -225,8 +247,7 @@ def test_codes_of_another_codec_are_refused(tmp_path, capsys, reference):
     assert json.loads(metadata_path.read_text()) == metadata
 
 
-def test_carracing_expert_replaces_another_game_only_with_overwrite(tmp_path, capsys, reference,
-                                                                    tiny_carracing_expert):
+def test_carracing_expert_replaces_another_game_only_with_overwrite(tmp_path, capsys, reference, tiny_carracing_expert):
     out = tmp_path / "dataset"
     shutil.copytree(reference, out)
     carracing = ["game=carracing", f"expert={tiny_carracing_expert}", "episodes=1", "seed=4", f"out={out}"]

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from conftest import run_module
 
 
@@ -37,7 +36,9 @@ def test_random_policy_same_seeds_same_returns_with_videos(tmp_path):
     reports = []
     for run in ("first", "second"):
         out = tmp_path / run
-        result = run_module("eval", "game=spaceinvaders", "policy=random", "episodes=2", "seed=500", f"out={out}", timeout=300)
+        result = run_module(
+            "eval", "game=spaceinvaders", "policy=random", "episodes=2", "seed=500", f"out={out}", timeout=300
+        )
         assert result.returncode == 0, result.stderr
         reports.append(json.loads((out / "results.json").read_text()))
         assert sorted(p.name for p in out.glob("*.mp4")) == ["episode_seed500.mp4", "episode_seed501.mp4"]
@@ -50,7 +51,15 @@ def test_random_policy_same_seeds_same_returns_with_videos(tmp_path):
 
 def test_recurrent_carracing_expert_end_to_end(tmp_path, tiny_carracing_expert):
     out = tmp_path / "cr"
-    result = run_module("eval", "game=carracing", "policy=expert", f"expert={tiny_carracing_expert}", "episodes=1", "video=false", f"out={out}")
+    result = run_module(
+        "eval",
+        "game=carracing",
+        "policy=expert",
+        f"expert={tiny_carracing_expert}",
+        "episodes=1",
+        "video=false",
+        f"out={out}",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "results.json").read_text())
     assert report["policy"] == "expert-ppo_lstm-CarRacing-v3_1" and report["episodes"][0]["length"] == 1000

@@ -46,7 +46,9 @@ def test_missing_folder_says_what_a_zoo_folder_holds(tmp_path):
 
 def test_folder_without_agent_zip_is_refused(tmp_path):
     folder = tmp_path / "ppo" / "SpaceInvadersNoFrameskip-v4_1"
-    shutil.copytree(SPACEINVADERS.default_expert_path / "SpaceInvadersNoFrameskip-v4", folder / "SpaceInvadersNoFrameskip-v4")
+    shutil.copytree(
+        SPACEINVADERS.default_expert_path / "SpaceInvadersNoFrameskip-v4", folder / "SpaceInvadersNoFrameskip-v4"
+    )
     with pytest.raises(UserError, match="has no SpaceInvadersNoFrameskip-v4.zip"):
         ExpertPolicy(folder, SPACEINVADERS)
 

@@ -225,9 +225,7 @@ def test_registration_is_idempotent_and_mirrors_car_racing():
 def test_rotation_matches_pygame_bit_for_bit():
     rng = np.random.default_rng(0)
     quarter = math.pi / 2
-    angles = list(rng.uniform(-50, 50, 200)) + [
-        k * quarter + d for k in range(-8, 9) for d in (0.0, 1e-7, -1e-7, 1e-5)
-    ]
+    angles = list(rng.uniform(-50, 50, 200)) + [k * quarter + d for k in range(-8, 9) for d in (0.0, 1e-7, -1e-7, 1e-5)]
     points = rng.uniform(-500, 500, (64, 2))
     for angle in angles:
         cos_a, sin_a = _pygame_rotation(angle)
@@ -258,22 +256,16 @@ def test_enclosing_background_quad_only_fills_the_screen():
         filled.fill((0, 0, 0))
         gfxdraw.pixel(filled, 0, 0, color)
         filled.fill(filled.get_at((0, 0)))
-        assert np.array_equal(
-            pygame.surfarray.pixels3d(drawn), pygame.surfarray.pixels3d(filled)
-        ), quad
+        assert np.array_equal(pygame.surfarray.pixels3d(drawn), pygame.surfarray.pixels3d(filled)), quad
     assert enclosing > 20
 
 
 def test_smoothscale_is_a_row_pass_then_a_column_pass():
     rng = np.random.default_rng(0)
     image = pygame.Surface((1000, 800))
-    pygame.surfarray.pixels2d(image)[...] = rng.integers(
-        0, 2**32, (1000, 800), dtype=np.uint32
-    )
+    pygame.surfarray.pixels2d(image)[...] = rng.integers(0, 2**32, (1000, 800), dtype=np.uint32)
     for size in [(96, 96), (600, 400)]:
-        rows_first = pygame.transform.smoothscale(
-            pygame.transform.smoothscale(image, (size[0], 800)), size
-        )
+        rows_first = pygame.transform.smoothscale(pygame.transform.smoothscale(image, (size[0], 800)), size)
         assert np.array_equal(
             pygame.surfarray.pixels3d(pygame.transform.smoothscale(image, size)),
             pygame.surfarray.pixels3d(rows_first),

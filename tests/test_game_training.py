@@ -1,5 +1,6 @@
 """recipe=game: imitation fine-tuning on a real expert dataset, held-out validation (accuracy, confusion
 matrix), init=none|CHECKPOINT. Real micro-size tiny models, a real two-episode expert dataset."""
+
 import json
 import subprocess
 import sys
@@ -7,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, run_module
 from safetensors.torch import load_file
+from test_train import MICRO, MICRO_OVERRIDES, compose_train
 
 from agents.vlm_policy import VLMPolicy
 from collect.dataset import CollectedDataset
-from conftest import REPO_ROOT, run_module
 from envs import UserError
 from envs.games import SPACEINVADERS
-from test_train import MICRO, MICRO_OVERRIDES, compose_train
 from train.__main__ import main as train_main
 from train.checkpoint import FINAL_DIR, SUMMARY_FILE
 from train.data import ImageSources
@@ -37,7 +38,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def expert_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("expert") / "si"
-    result = run_module("collect", "game=spaceinvaders", "policy=expert", "episodes=2", f"seed={TRAIN_SEED}", f"out={out}")
+    result = run_module(
+        "collect", "game=spaceinvaders", "policy=expert", "episodes=2", f"seed={TRAIN_SEED}", f"out={out}"
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -45,9 +48,17 @@ def expert_data(tmp_path_factory):
 def game_run(run_dir, data, *overrides: str) -> list[str]:
     """A two-step micro game run validated on VAL_SEED."""
     return [
-        "recipe=game", "game=spaceinvaders", f"data=[{data}]", f"val_seeds=[{VAL_SEED}]", f"run_dir={run_dir}",
-        "progress=false", "recipe.stages.game.steps=2", "recipe.stages.game.warmup_steps=1",
-        "recipe.stages.game.tasks.game.batch_size=2", *MICRO_OVERRIDES, *overrides,
+        "recipe=game",
+        "game=spaceinvaders",
+        f"data=[{data}]",
+        f"val_seeds=[{VAL_SEED}]",
+        f"run_dir={run_dir}",
+        "progress=false",
+        "recipe.stages.game.steps=2",
+        "recipe.stages.game.warmup_steps=1",
+        "recipe.stages.game.tasks.game.batch_size=2",
+        *MICRO_OVERRIDES,
+        *overrides,
     ]
 
 
@@ -97,7 +108,9 @@ def test_init_checkpoint_is_the_starting_model(expert_data, tmp_path):
             parameter.add_(0.5)  # unlike any new model
     model.save_pretrained(str(tmp_path / "init"))
     for run, trainable in (("frozen", "game"), ("default", None)):
-        overrides = [f"init={tmp_path / 'init'}", f"run={run}"] + ([f"recipe.stages.game.trainable={trainable}"] if trainable else [])
+        overrides = [f"init={tmp_path / 'init'}", f"run={run}"] + (
+            [f"recipe.stages.game.trainable={trainable}"] if trainable else []
+        )
         train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, *overrides)))
 
     def vision(path):
@@ -113,16 +126,24 @@ def test_validation_needs_the_game(expert_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, "game=null", "init=none", "run=x")))
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: ") and "needs game=" in err and not (tmp_path / "x").exists()
+    assert (
+        exit_.value.code == 2 and err.startswith("error: ") and "needs game=" in err and not (tmp_path / "x").exists()
+    )
 
 
 def test_instruction_none_is_trained_recorded_and_played(expert_data, tmp_path):
-    train_main.__wrapped__(compose_train(*game_run(tmp_path, expert_data, "init=none", "run=brief",
-                                                   "recipe.stages.game.tasks.game.instruction=none")))
+    train_main.__wrapped__(
+        compose_train(
+            *game_run(tmp_path, expert_data, "init=none", "run=brief", "recipe.stages.game.tasks.game.instruction=none")
+        )
+    )
     final = tmp_path / "brief" / "game" / FINAL_DIR
     model = VLM.from_pretrained(str(final))
     assert model.config.game_instruction == "none"
-    assert model.game_prompt(SPACEINVADERS) == "<Img><ImageHere></Img>" * 4 + " [spaceinvaders] choose an action from Action Space: "
+    assert (
+        model.game_prompt(SPACEINVADERS)
+        == "<Img><ImageHere></Img>" * 4 + " [spaceinvaders] choose an action from Action Space: "
+    )
     assert VLMPolicy(final, SPACEINVADERS).prompt == model.game_prompt(SPACEINVADERS)
     with pytest.raises(ValueError, match="game_instruction"):
         VLMConfig(game_instruction="short")
@@ -131,12 +152,26 @@ def test_instruction_none_is_trained_recorded_and_played(expert_data, tmp_path):
 def test_action_probe_reports_each_probe_against_the_majority_action(expert_data):
     """benchmarks/action_probe.py trains its three classifiers on the dataset's held-out split and prints a row each."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/action_probe.py", f"--data={expert_data}", f"--val-seeds={VAL_SEED}",
-         "--steps=2", "--eval-every=2", "--batch=4"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "benchmarks/action_probe.py",
+            f"--data={expert_data}",
+            f"--val-seeds={VAL_SEED}",
+            "--steps=2",
+            "--eval-every=2",
+            "--batch=4",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and line[2:5] in ("cnn", "vit", "llm")]
+    rows = [
+        line.split("|")[1:-1]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and line[2:5] in ("cnn", "vit", "llm")
+    ]
     assert [row[0].strip() for row in rows] == ["cnn", "vit", "llm"]
     held_out = CollectedDataset(expert_data, seeds=[VAL_SEED])
     codes = np.array([held_out[i].action_code for i in range(len(held_out))])

@@ -1,18 +1,27 @@
 """eval.reconstruct: the RE formula, batched shared-prefix decoding, the command's PNGs and results, bad input."""
+
 import json
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import REPO_ROOT, run_module
 from eval.reconstruct import PNG_UPSCALE, Reconstructor, main, reconstruction_error, worst_answers
 from vlm import VLM, VLMConfig, prompts
 
 MICRO = dict(
-    llm_hidden_size=64, llm_intermediate_size=128, llm_layers=2, llm_heads=2, vision_hidden_size=48,
-    vision_intermediate_size=96, vision_layers=1, vision_heads=2, lora_r=4, fourier_features=16,
+    llm_hidden_size=64,
+    llm_intermediate_size=128,
+    llm_layers=2,
+    llm_heads=2,
+    vision_hidden_size=48,
+    vision_intermediate_size=96,
+    vision_layers=1,
+    vision_heads=2,
+    lora_r=4,
+    fourier_features=16,
 )
 
 
@@ -58,7 +67,9 @@ def test_reconstruction_error_is_the_papers_formula_x100():
     valid = np.ones((64, 64), dtype=bool)
     valid[1, 2] = False
     worst = worst_answers(target, target, valid)
-    assert reconstruction_error(worst, target) == pytest.approx(100 * np.maximum(target[1, 2], 255 - target[1, 2]).sum() / (64 * 64 * 3 * 255))
+    assert reconstruction_error(worst, target) == pytest.approx(
+        100 * np.maximum(target[1, 2], 255 - target[1, 2]).sum() / (64 * 64 * 3 * 255)
+    )
 
 
 def test_batched_decoding_gives_what_generate_gives(model):
@@ -74,7 +85,9 @@ def test_batched_decoding_gives_what_generate_gives(model):
 def test_command_prints_re_and_writes_ground_truth_beside_reconstruction(checkpoint, images, tmp_path, capsys):
     out = tmp_path / "rec"
     # seeds as a list, as the README writes it (they select episodes of collected datasets, not image folders)
-    code, stdout, _ = run_cli(capsys, f"checkpoint={checkpoint}", f"images={images}", "n=1", "seeds=[27,28]", f"out={out}", "progress=false")
+    code, stdout, _ = run_cli(
+        capsys, f"checkpoint={checkpoint}", f"images={images}", "n=1", "seeds=[27,28]", f"out={out}", "progress=false"
+    )
     assert code == 0
     result = json.loads((out / "results.json").read_text())
     assert result["seeds"] == [27, 28]
@@ -93,7 +106,9 @@ def test_command_prints_re_and_writes_ground_truth_beside_reconstruction(checkpo
 
 
 def test_bad_input_is_one_line_and_exit_2(checkpoint, images, tmp_path, capsys):
-    result = run_module("eval.reconstruct", f"checkpoint={tmp_path / 'missing'}", f"images={images}", "n=1", f"out={tmp_path / 'o'}")
+    result = run_module(
+        "eval.reconstruct", f"checkpoint={tmp_path / 'missing'}", f"images={images}", "n=1", f"out={tmp_path / 'o'}"
+    )
     assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
     assert "is not a VLM checkpoint" in result.stderr and "Traceback" not in result.stderr
 

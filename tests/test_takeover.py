@@ -1,4 +1,5 @@
 """TakeoverPolicy: the first policy drives k decisions, then the second; real CarRacing, the real default expert."""
+
 import numpy as np
 
 from agents import ExpertPolicy, RandomPolicy
@@ -12,8 +13,13 @@ K = 40
 
 def actions_and_return(policy):
     actions = []
-    result = play_episode(policy, CARRACING, SEED, on_step=lambda step: actions.append(np.asarray(step.action)),
-                          env_id=CARRACING.play_env_id(True))
+    result = play_episode(
+        policy,
+        CARRACING,
+        SEED,
+        on_step=lambda step: actions.append(np.asarray(step.action)),
+        env_id=CARRACING.play_env_id(True),
+    )
     return np.stack(actions), result.episode_return
 
 
@@ -29,4 +35,4 @@ def test_takeover_switches_driver_after_k_decisions():
     codes = {tuple(CARRACING.codec.decode(c)) for c in range(len(CARRACING.action_names))}
     assert all(tuple(a) in codes for a in random_actions)  # the random driver's actions, whole episode
     assert np.array_equal(after_k[:K], random_actions[:K])
-    assert not np.array_equal(after_k[K:], random_actions[K:len(after_k)])
+    assert not np.array_equal(after_k[K:], random_actions[K : len(after_k)])

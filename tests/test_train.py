@@ -1,6 +1,7 @@
 """train/: PVP samples, image sources, task mixing, shared-prefix packing, stage chaining, resume after
 SIGKILL, DDP with 2 gloo processes. Real tiny models (a micro size of the tiny preset), real files.
 """
+
 import json
 import os
 import re
@@ -12,11 +13,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT, run_module
 from envs import UserError
 from train.__main__ import main as train_main
 from train.checkpoint import FINAL_DIR, SUMMARY_FILE, checkpoints
@@ -28,8 +29,16 @@ from vlm import VLM, VLMConfig
 
 # The tiny preset shrunk further so a training step takes milliseconds; same code paths.
 MICRO = dict(
-    llm_hidden_size=64, llm_intermediate_size=128, llm_layers=2, llm_heads=2, vision_hidden_size=48,
-    vision_intermediate_size=96, vision_layers=1, vision_heads=2, lora_r=4, fourier_features=16,
+    llm_hidden_size=64,
+    llm_intermediate_size=128,
+    llm_layers=2,
+    llm_heads=2,
+    vision_hidden_size=48,
+    vision_intermediate_size=96,
+    vision_layers=1,
+    vision_heads=2,
+    lora_r=4,
+    fourier_features=16,
 )
 MICRO_OVERRIDES = [f"+model.config.{key}={value}" for key, value in MICRO.items()]
 SI_SEEDS = [4, 5]  # random SpaceInvaders episodes of 353 and 329 steps
@@ -55,7 +64,14 @@ def image_folder(tmp_path_factory):
 def collected(tmp_path_factory):
     """A real collected dataset: two random SpaceInvaders episodes."""
     out = tmp_path_factory.mktemp("collected") / "si"
-    result = run_module("collect", "game=spaceinvaders", "policy=random", f"episodes={len(SI_SEEDS)}", f"seed={SI_SEEDS[0]}", f"out={out}")
+    result = run_module(
+        "collect",
+        "game=spaceinvaders",
+        "policy=random",
+        f"episodes={len(SI_SEEDS)}",
+        f"seed={SI_SEEDS[0]}",
+        f"out={out}",
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -72,7 +88,13 @@ def compose_train(*overrides: str):
 
 def micro_run(run_dir, data, *overrides: str) -> list[str]:
     """Overrides of a few-step micro training run; steps/batch sizes are set by the caller's overrides."""
-    return [f"data=[{','.join(str(d) for d in data)}]", f"run_dir={run_dir}", "progress=false", *MICRO_OVERRIDES, *overrides]
+    return [
+        f"data=[{','.join(str(d) for d in data)}]",
+        f"run_dir={run_dir}",
+        "progress=false",
+        *MICRO_OVERRIDES,
+        *overrides,
+    ]
 
 
 def stage_override(stage: str, **values) -> list[str]:
@@ -80,7 +102,10 @@ def stage_override(stage: str, **values) -> list[str]:
 
 
 def small_pvp(stage: str, batch_size: int = 4, queries: int = 2) -> list[str]:
-    return [f"recipe.stages.{stage}.tasks.pvp.batch_size={batch_size}", f"recipe.stages.{stage}.tasks.pvp.queries_per_image={queries}"]
+    return [
+        f"recipe.stages.{stage}.tasks.pvp.batch_size={batch_size}",
+        f"recipe.stages.{stage}.tasks.pvp.queries_per_image={queries}",
+    ]
 
 
 # ---- samples and sources ---------------------------------------------------------------------
@@ -156,7 +181,9 @@ def test_each_batch_holds_one_task(micro_model, image_folder, collected):
     for row in pvp["input_ids"]:
         text = tokenizer.decode([t for t in row.tolist() if t >= 0], skip_special_tokens=True)
         # The shared "<Img>...</Img> [reconstruct] loc: [" once, then three "y,x] rgb: [r,g,b]" questions.
-        assert text.count("[reconstruct] loc: [") == 1 and text.count("] rgb: [") == 3 and "choose an action" not in text
+        assert (
+            text.count("[reconstruct] loc: [") == 1 and text.count("] rgb: [") == 3 and "choose an action" not in text
+        )
 
     game = GameTask([open_collected(collected, None)]).batch(micro_model, rng, 3)
     assert game["images"].shape == (3, 4, 3, 64, 64)  # SpaceInvaders: 4 stacked frames per observation
@@ -201,7 +228,9 @@ def test_three_stages_chain_and_freeze_what_the_paper_freezes(image_folder, tmp_
     assert "game left out: no dataset an expert played" in out  # stage 3 mixes in only the tasks that have data
 
     run = tmp_path / "chain"
-    summaries = {s: json.loads((run / s / SUMMARY_FILE).read_text()) for s in ("pvp_stage1", "pvp_stage2", "pvp_stage3")}
+    summaries = {
+        s: json.loads((run / s / SUMMARY_FILE).read_text()) for s in ("pvp_stage1", "pvp_stage2", "pvp_stage3")
+    }
     assert "vision" not in summaries["pvp_stage1"]["trainable"] and "vision" in summaries["pvp_stage2"]["trainable"]
     assert "vision" not in summaries["pvp_stage3"]["trainable"]
     assert all(s["steps"] == 2 and not list(checkpoints(run / name)) for name, s in summaries.items())
@@ -219,7 +248,9 @@ def test_three_stages_chain_and_freeze_what_the_paper_freezes(image_folder, tmp_
 
 def resume_overrides(run_dir, image_folder, run: str) -> list[str]:
     return [
-        "recipe=pvp_stage1", f"run={run}", "threads=1",
+        "recipe=pvp_stage1",
+        f"run={run}",
+        "threads=1",
         *micro_run(run_dir, [image_folder]),
         *stage_override("pvp_stage1", steps=40, save_every=5, warmup_steps=2),
         *small_pvp("pvp_stage1", batch_size=16, queries=4),
@@ -230,7 +261,9 @@ def test_resume_after_sigkill_loses_at_most_one_interval_and_ends_identical(imag
     stage_dir = tmp_path / "killed" / "pvp_stage1"
     process = subprocess.Popen(
         [sys.executable, "-m", "train", *resume_overrides(tmp_path, image_folder, "killed")],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + DEADLINE_S
     while not any(step >= 10 for step, _ in checkpoints(stage_dir)):
@@ -258,13 +291,29 @@ def test_resume_after_sigkill_loses_at_most_one_interval_and_ends_identical(imag
 
 def test_torchrun_two_gloo_processes_end_with_identical_weights(image_folder, tmp_path):
     overrides = [
-        "recipe=pvp_stage1", "run=ddp", *micro_run(tmp_path, [image_folder]),
-        *stage_override("pvp_stage1", steps=4, save_every=2, warmup_steps=1, grad_accum=2), *small_pvp("pvp_stage1"),
+        "recipe=pvp_stage1",
+        "run=ddp",
+        *micro_run(tmp_path, [image_folder]),
+        *stage_override("pvp_stage1", steps=4, save_every=2, warmup_steps=1, grad_accum=2),
+        *small_pvp("pvp_stage1"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train", *overrides],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=DEADLINE_S, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "train",
+            *overrides,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     stage_dir = tmp_path / "ddp" / "pvp_stage1"
@@ -281,10 +330,17 @@ def test_bad_input_is_one_line_and_exit_2(image_folder, tmp_path, capsys):
     empty.mkdir()
     result = run_module("train", f"data=[{empty}]", f"run_dir={tmp_path}", *MICRO_OVERRIDES)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().count("\n") == 0
+        and result.stderr.startswith("error: ")
+        and "Traceback" not in result.stderr
+    )
     assert "no PNG or JPEG" in result.stderr
 
-    for bad, message in [(f"init={tmp_path / 'missing'}", "is not a checkpoint folder"), ("recipe.stages.pvp_stage1.trainable=everything", "neither a list")]:
+    for bad, message in [
+        (f"init={tmp_path / 'missing'}", "is not a checkpoint folder"),
+        ("recipe.stages.pvp_stage1.trainable=everything", "neither a list"),
+    ]:
         with pytest.raises(SystemExit) as exit_:
             train_main.__wrapped__(compose_train(*micro_run(tmp_path, [image_folder], "run=bad", bad)))
         err = capsys.readouterr().err

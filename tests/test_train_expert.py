@@ -3,15 +3,23 @@ import json
 import zipfile
 
 import torch
+from conftest import TINY_PPO_HYPERPARAMS, run_module
 from stable_baselines3 import PPO
 
 from collect.learning_curve import plot_learning_curve, read_monitors
-from conftest import TINY_PPO_HYPERPARAMS, run_module
 
 
 def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
-    common = ["game=carracing", "algo=ppo", "fast_env=false", "save_every=64", "progress=false",
-              f"run_dir={tmp_path / 'runs'}", f"out={tmp_path / 'ppo' / 'CarRacing-v3_1'}", TINY_PPO_HYPERPARAMS]
+    common = [
+        "game=carracing",
+        "algo=ppo",
+        "fast_env=false",
+        "save_every=64",
+        "progress=false",
+        f"run_dir={tmp_path / 'runs'}",
+        f"out={tmp_path / 'ppo' / 'CarRacing-v3_1'}",
+        TINY_PPO_HYPERPARAMS,
+    ]
     first = run_module("collect.train_expert", "steps=64", *common)
     assert first.returncode == 0, first.stderr
     second = run_module("collect.train_expert", "steps=128", *common)
@@ -22,7 +30,12 @@ def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
     assert progress["steps"] == 128
     assert [s["start_steps"] for s in progress["segments"]] == [0, 64]
     folder = tmp_path / "ppo" / "CarRacing-v3_1"
-    for name in ("CarRacing-v3.zip", "CarRacing-v3/config.yml", "CarRacing-v3/args.yml", "CarRacing-v3/vecnormalize.pkl"):
+    for name in (
+        "CarRacing-v3.zip",
+        "CarRacing-v3/config.yml",
+        "CarRacing-v3/args.yml",
+        "CarRacing-v3/vecnormalize.pkl",
+    ):
         assert (folder / name).is_file(), name
     assert PPO.load(folder / "CarRacing-v3.zip", device="cpu").num_timesteps == 128
 
@@ -59,9 +72,13 @@ def test_export_is_policy_only_and_continues_with_init(tmp_path):
     original = PPO.load(agent, device="cpu")
     assert original.num_timesteps == 64
 
-    write_monitor(first_out / "0.monitor.csv", 100.0, [(-50.0, 40, 5.0)])  # a finished training episode of the first run
+    write_monitor(
+        first_out / "0.monitor.csv", 100.0, [(-50.0, 40, 5.0)]
+    )  # a finished training episode of the first run
     second_out = tmp_path / "second" / "CarRacing-v3_1"
-    second = run_module("collect.train_expert", "steps=128", f"init={agent}", f"run_dir={tmp_path / 'b'}", f"out={second_out}", *common)
+    second = run_module(
+        "collect.train_expert", "steps=128", f"init={agent}", f"run_dir={tmp_path / 'b'}", f"out={second_out}", *common
+    )
     assert second.returncode == 0, second.stderr
     assert "64 of 128 steps done" in second.stdout
     assert PPO.load(second_out / "CarRacing-v3.zip", device="cpu").num_timesteps == 128

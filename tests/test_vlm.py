@@ -13,13 +13,13 @@ import torch
 
 from vlm import (
     IGNORE_INDEX,
-    FrameCache,
     IMAGE_TOKEN_ID,
     KIND_BOX,
     KIND_POINT,
     PROMPT_TOKEN_ID,
     TRAINING_STAGES,
     VLM,
+    FrameCache,
     VLMConfig,
     build_tokenizer,
     encode,
@@ -32,11 +32,13 @@ from vlm import (
     resolve_attn_implementation,
 )
 from vlm.projector import Projector
-from vlm.vision import ConvStem
 from vlm.prompt_encoder import VisualPromptEncoder
+from vlm.vision import ConvStem
 
 CARRACING_ACTIONS = [
-    f"{steer}_{pedal}" for steer in ("hardleft", "left", "straight", "right", "hardright") for pedal in ("gas", "coast", "brake")
+    f"{steer}_{pedal}"
+    for steer in ("hardleft", "left", "straight", "right", "hardright")
+    for pedal in ("gas", "coast", "brake")
 ]
 SPACEINVADERS_ACTIONS = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
 MEMORISE_MAX_STEPS, MEMORISED_LOSS = 60, 0.05
@@ -89,7 +91,12 @@ def visual_prompt_samples(model: VLM) -> list[dict]:
 def test_presets_and_config_round_trip():
     tiny, full = VLMConfig.preset("tiny"), VLMConfig.preset("full")
     assert tiny == VLMConfig(vision_stem="conv") and tiny.vision_path is None and tiny.llm_path is None
-    assert (full.image_size, full.lora_r, full.lora_target_modules, full.dtype) == (448, 64, ("q_proj", "v_proj"), "bfloat16")
+    assert (full.image_size, full.lora_r, full.lora_target_modules, full.dtype) == (
+        448,
+        64,
+        ("q_proj", "v_proj"),
+        "bfloat16",
+    )
     assert full.vision_path and full.llm_path
     assert VLMConfig.from_dict(full.to_dict()) == full
     with pytest.raises(ValueError, match="unknown preset"):
@@ -148,7 +155,11 @@ def test_tokenizer_is_deterministic_and_round_trips(tmp_path):
     a.save_pretrained(tmp_path)
     loaded = load_tokenizer(str(tmp_path))
     assert loaded.encode(text, add_special_tokens=False) == a.encode(text, add_special_tokens=False)
-    assert (loaded.pad_token_id, loaded.bos_token_id, loaded.eos_token_id) == (a.pad_token_id, a.bos_token_id, a.eos_token_id)
+    assert (loaded.pad_token_id, loaded.bos_token_id, loaded.eos_token_id) == (
+        a.pad_token_id,
+        a.bos_token_id,
+        a.eos_token_id,
+    )
 
 
 def test_encode_labels_only_the_answer():
@@ -249,8 +260,8 @@ def test_box_noise_and_normalisation():
     assert torch.equal(noisy, jitter_box(box, torch.Generator().manual_seed(1)))
     assert not torch.equal(noisy, jitter_box(box, torch.Generator().manual_seed(2)))
     w, h = noisy[:, 2] - noisy[:, 0], noisy[:, 3] - noisy[:, 1]
-    assert 0.85 * 0.4 - 1e-6 <= w.min() and w.max() <= 1.15 * 0.4 + 1e-6
-    assert 0.85 * 0.2 - 1e-6 <= h.min() and h.max() <= 1.15 * 0.2 + 1e-6
+    assert w.min() >= 0.85 * 0.4 - 1e-6 and w.max() <= 1.15 * 0.4 + 1e-6
+    assert h.min() >= 0.85 * 0.2 - 1e-6 and h.max() <= 1.15 * 0.2 + 1e-6
     cx, cy = (noisy[:, 0] + noisy[:, 2]) / 2, (noisy[:, 1] + noisy[:, 3]) / 2
     assert (cx - 0.4).abs().max() <= 0.4 / 8 + 1e-6 and (cy - 0.3).abs().max() <= 0.2 / 8 + 1e-6
     assert (cx - 0.4).abs().max() > 0.4 / 16  # the shift range is actually used
@@ -333,7 +344,10 @@ def teacher_forced_scores(model: VLM, prompt: str, images: torch.Tensor, candida
 
 def test_choose_returns_legal_normalised_choices(model):
     pixels = model.preprocess(frames(3 * 4, 210, 160)).view(3, 4, 3, 64, 64)
-    game = [prompts.game_prompt(4, instruction, "SpaceInvaders") for instruction in ("Shoot.", "Shoot the aliens.", "Dodge.")]
+    game = [
+        prompts.game_prompt(4, instruction, "SpaceInvaders")
+        for instruction in ("Shoot.", "Shoot the aliens.", "Dodge.")
+    ]
     choice = model.choose(game, SPACEINVADERS_ACTIONS, images=pixels)
     assert choice.probs.shape == (3, 6)
     assert torch.allclose(choice.probs.sum(-1), torch.ones(3), atol=1e-5)
@@ -373,7 +387,10 @@ def test_choose_layouts_agree(model):
     """The prefix tree in one row (4D mask) and one row per candidate (flash attention's layout)
     score alike, with shared prefixes, a candidate that is a prefix of another, and an empty one."""
     pixels = model.preprocess(frames(4)).view(2, 2, 3, 64, 64)
-    game = [prompts.game_prompt(2, "Drive.", "CarRacing-v3"), prompts.game_prompt(2, "Drive fast on the road.", "CarRacing-v3")]
+    game = [
+        prompts.game_prompt(2, "Drive.", "CarRacing-v3"),
+        prompts.game_prompt(2, "Drive fast on the road.", "CarRacing-v3"),
+    ]
     candidates = ["left_gas", "left_brake", "left", "hardleft_gas", "straight_coast", ""]
     tree = model.choose(game, candidates, images=pixels)
     rows = model.choose(game, candidates, images=pixels, one_row_per_candidate=True)
@@ -417,7 +434,10 @@ def test_choose_is_the_same_with_eager_attention(model, tmp_path):
     eager = VLM.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
     assert eager.llm.config._attn_implementation == "eager"
     pixels = model.preprocess(frames(4)).view(2, 2, 3, 64, 64)
-    game = [prompts.game_prompt(2, "Drive.", "CarRacing-v3"), prompts.game_prompt(2, "Drive fast on the road.", "CarRacing-v3")]
+    game = [
+        prompts.game_prompt(2, "Drive.", "CarRacing-v3"),
+        prompts.game_prompt(2, "Drive fast on the road.", "CarRacing-v3"),
+    ]
     expected = model.choose(game, CARRACING_ACTIONS, images=pixels).probs
     assert torch.allclose(eager.choose(game, CARRACING_ACTIONS, images=pixels).probs, expected, atol=1e-5)
 

@@ -23,18 +23,29 @@ def tower_dirs(tmp_path_factory):
     clip = CLIPModel(
         CLIPConfig(
             vision_config=dict(
-                hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
-                image_size=CLIP_IMAGE_SIZE, patch_size=PATCH,
+                hidden_size=48,
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=CLIP_IMAGE_SIZE,
+                patch_size=PATCH,
             ),
-            text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99),
+            text_config=dict(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99
+            ),
         )
     )
     clip.save_pretrained(root / "clip")
     tokenizer = build_tokenizer()
     llama = LlamaForCausalLM(
         LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
     )
@@ -58,7 +69,9 @@ def test_full_preset_loads_local_towers(full_model, tower_dirs):
     assert torch.equal(loaded_patch, clip.vision_model.embeddings.patch_embedding.weight.bfloat16().float())
     base = full_model.llm.get_base_model()
     q_proj = base.model.layers[0].self_attn.q_proj
-    assert torch.equal(q_proj.base_layer.weight.float(), llama.model.layers[0].self_attn.q_proj.weight.bfloat16().float())
+    assert torch.equal(
+        q_proj.base_layer.weight.float(), llama.model.layers[0].self_attn.q_proj.weight.bfloat16().float()
+    )
     assert q_proj.r["default"] == 64 and base.model.layers[0].self_attn.v_proj.r["default"] == 64
     assert not hasattr(base.model.layers[0].self_attn.k_proj, "lora_A")
     assert full_model.num_image_tokens == (VLM_IMAGE_SIZE // PATCH) ** 2 // 4

@@ -1,13 +1,14 @@
 """VLMPolicy: a real tiny VLM checkpoint plays real envs through the evaluation protocol's pieces."""
+
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_module
 
 from agents import Observation, load_policy
 from agents.vlm_policy import VLMPolicy
-from conftest import run_module
 from envs import UserError, frame_tap, get_game, make_play_env
 from vlm import VLM, VLMConfig
 
@@ -62,7 +63,9 @@ def test_same_seed_same_actions(tiny_vlm_checkpoint):
 def test_missing_or_wrong_checkpoint_is_one_clear_line(tmp_path):
     with pytest.raises(UserError, match="not a VLM checkpoint"):
         VLMPolicy(tmp_path, get_game("carracing"))
-    result = run_module("eval", "game=carracing", "policy=vlm", f"checkpoint={tmp_path / 'nope'}", f"out={tmp_path / 'o'}")
+    result = run_module(
+        "eval", "game=carracing", "policy=vlm", f"checkpoint={tmp_path / 'nope'}", f"out={tmp_path / 'o'}"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
     unshipped = dataclasses.replace(get_game("spaceinvaders"), default_vlm=None)  # a game no checkpoint ships for

@@ -1,15 +1,16 @@
 """Our evaluation against a client nobody here wrote: rl_zoo3's own create_test_env + model loop."""
+
 import copy
 
 import numpy as np
 import pytest
+from conftest import SHARED_EXPERTS
 from rl_zoo3.utils import create_test_env, get_saved_hyperparams
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import set_random_seed
 
 from agents import ExpertPolicy
 from agents.expert import EVAL_CUSTOM_OBJECTS
-from conftest import SHARED_EXPERTS
 from envs import get_game
 from eval.rollout import play_episode
 
@@ -25,8 +26,9 @@ def zoo_episode_return(seed: int) -> float:
     """What rl_zoo3's enjoy.py computes for one Atari episode (stochastic, full-game Monitor score)."""
     set_random_seed(seed)
     hyperparams, stats_path = get_saved_hyperparams(str(ZOO_FOLDER / ENV_ID), norm_reward=False, test_mode=True)
-    env = create_test_env(ENV_ID, n_envs=1, stats_path=stats_path, seed=seed, should_render=False,
-                          hyperparams=copy.deepcopy(hyperparams))
+    env = create_test_env(
+        ENV_ID, n_envs=1, stats_path=stats_path, seed=seed, should_render=False, hyperparams=copy.deepcopy(hyperparams)
+    )
     model = PPO.load(ZOO_FOLDER / f"{ENV_ID}.zip", custom_objects=EVAL_CUSTOM_OBJECTS, device="cpu", seed=seed)
     obs, state, episode_start = env.reset(), None, np.ones((1,), dtype=bool)
     while True:

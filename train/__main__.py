@@ -5,6 +5,7 @@ Runs the recipe's stages in order, each from the previous stage's final model; a
 is skipped and one that was killed resumes from its latest checkpoint. With `val_seeds`, those
 episodes are held out of training and the last stage's model is validated on them (train/validate.py).
 """
+
 import shutil
 from pathlib import Path
 
@@ -42,21 +43,27 @@ def stage_configs(cfg: DictConfig) -> list[StageConfig]:
         trainable = values.pop("trainable")
         if isinstance(trainable, str):
             if trainable not in TRAINING_STAGES:
-                raise UserError(f"stage {name}: trainable={trainable!r} is neither a list of parts nor one of {sorted(TRAINING_STAGES)}")
+                raise UserError(
+                    f"stage {name}: trainable={trainable!r} is neither a list of parts nor one of {sorted(TRAINING_STAGES)}"
+                )
             trainable = [part for part, on in TRAINING_STAGES[trainable].items() if on]
         parts = list(dict.fromkeys([*trainable, *cfg.model.extra_trainable]))
         stages.append(StageConfig(name=name, trainable=parts, **values))
     if cfg.stages is not None:
         unknown = sorted(set(cfg.stages) - {s.name for s in stages})
         if unknown:
-            raise UserError(f"stages={list(cfg.stages)}: {unknown} not in the recipe (its stages: {[s.name for s in stages]})")
+            raise UserError(
+                f"stages={list(cfg.stages)}: {unknown} not in the recipe (its stages: {[s.name for s in stages]})"
+            )
     return stages
 
 
 def validation_dataset(sources: ImageSources, game: str | None, val_seeds: list[int]):
     """The held-out episodes of the one expert dataset of `game` among the sources."""
     if game is None:
-        raise UserError(f"val_seeds={val_seeds} needs game=<{'|'.join(GAMES)}>: the game whose expert dataset is validated on")
+        raise UserError(
+            f"val_seeds={val_seeds} needs game=<{'|'.join(GAMES)}>: the game whose expert dataset is validated on"
+        )
     datasets = sources.expert_datasets(game)
     if len(datasets) != 1:
         raise UserError(f"val_seeds needs exactly one expert dataset of {game} among data=, found {len(datasets)}")
@@ -85,7 +92,9 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(cfg.run_dir).expanduser() / cfg.run
     init = None if cfg.init in (None, NEW_MODEL) else Path(cfg.init).expanduser()
     if init is not None and not init.is_dir():
-        raise UserError(f"init={cfg.init} is not a checkpoint folder (VLM.save_pretrained writes one; each stage's is STAGE/final)")
+        raise UserError(
+            f"init={cfg.init} is not a checkpoint folder (VLM.save_pretrained writes one; each stage's is STAGE/final)"
+        )
     previous = None if init is None else str(init)
     for stage in stages:
         stage_dir = run_dir / stage.name
@@ -96,9 +105,11 @@ def main(cfg: DictConfig) -> None:
             if GAME in tasks:
                 tasks[GAME][0].configure(model)
             if runtime.is_main:
-                print(f"{stage.name}: training {stage.trainable} on {len(sources)} images, tasks {sorted(tasks)}"
-                      + "".join(f"; {name} left out: {why}" for name, why in left_out.items())
-                      + f"; from {previous or 'a new ' + cfg.model.preset + ' model'}; in {stage_dir}")
+                print(
+                    f"{stage.name}: training {stage.trainable} on {len(sources)} images, tasks {sorted(tasks)}"
+                    + "".join(f"; {name} left out: {why}" for name, why in left_out.items())
+                    + f"; from {previous or 'a new ' + cfg.model.preset + ' model'}; in {stage_dir}"
+                )
             train_stage(model, stage, tasks, stage_dir, runtime)
         if checkpoint.is_done(stage_dir):
             previous = str(checkpoint.final_dir(stage_dir))

@@ -40,7 +40,11 @@ def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints, oldest first."""
     if not stage_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in stage_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / TRAINER_STATE_FILE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in stage_dir.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and (p / TRAINER_STATE_FILE).is_file()
+    ]
     return sorted(found)
 
 

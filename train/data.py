@@ -1,4 +1,5 @@
 """Image sources: folders of PNG/JPEG images and collected datasets, read as single RGB frames."""
+
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,9 @@ def is_collected_dataset(path: Path) -> bool:
     return (path / DATA_DIR / METADATA_FILE).is_file()
 
 
-def open_collected(path: str | Path, seeds: list[int] | None, n_stack: int | None = None, held_out: list[int] = ()) -> CollectedDataset:
+def open_collected(
+    path: str | Path, seeds: list[int] | None, n_stack: int | None = None, held_out: list[int] = ()
+) -> CollectedDataset:
     """The episodes of a collected dataset whose seeds are in `seeds` (all when None) and not in `held_out`;
     files are memory-mapped."""
     path = Path(path).expanduser()
@@ -65,7 +68,9 @@ class ImageSources:
                     raise UserError(f"{path} holds no PNG or JPEG images and is not a collected dataset")
                 self.files += files
             else:
-                raise UserError(f"image source {path} does not exist: give a folder of PNG/JPEG images or a collected dataset")
+                raise UserError(
+                    f"image source {path} does not exist: give a folder of PNG/JPEG images or a collected dataset"
+                )
         self._dataset_ends = np.cumsum([len(d) for d in self.datasets])  # [n_datasets]
 
     def __len__(self) -> int:
@@ -82,7 +87,9 @@ class ImageSources:
 
     def expert_datasets(self, game: str | None = None) -> list[CollectedDataset]:
         """The collected datasets an expert played (their actions are worth imitating), of `game` if given."""
-        return [d for d in self.datasets if d.policy_id.startswith(EXPERT_POLICY_PREFIX) and game in (None, d.spec.name)]
+        return [
+            d for d in self.datasets if d.policy_id.startswith(EXPERT_POLICY_PREFIX) and game in (None, d.spec.name)
+        ]
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -121,7 +121,9 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
     stage_dir; write the final model and summary there. tasks: {name: (task, batch_size, ratio)}."""
     unknown = sorted(set(stage.trainable) - set(model.parameter_groups()))
     if unknown:
-        raise UserError(f"stage {stage.name}: unknown trainable parts {unknown}; parts: {sorted(model.parameter_groups())}")
+        raise UserError(
+            f"stage {stage.name}: unknown trainable parts {unknown}; parts: {sorted(model.parameter_groups())}"
+        )
     model.set_trainable(**{part: True for part in stage.trainable})
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -147,8 +149,16 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
     resumed_from = state["step"]
 
     writer = SummaryWriter(str(stage_dir / TB_DIR)) if runtime.is_main else None
-    bar = tqdm(total=stage.steps, initial=state["step"], desc=stage.name, unit="step", disable=not (runtime.progress and runtime.is_main))
-    autocast = torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype or torch.float32, enabled=runtime.autocast_dtype is not None)
+    bar = tqdm(
+        total=stage.steps,
+        initial=state["step"],
+        desc=stage.name,
+        unit="step",
+        disable=not (runtime.progress and runtime.is_main),
+    )
+    autocast = torch.autocast(
+        runtime.device.type, dtype=runtime.autocast_dtype or torch.float32, enabled=runtime.autocast_dtype is not None
+    )
     last_losses: dict[str, float] = {}
     while state["step"] < stage.steps:
         step = state["step"]
@@ -180,7 +190,9 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
         last_losses.update({name: float(np.mean(values)) for name, values in step_losses.items()})
 
         bar.update(1)
-        bar.set_postfix({**{f"loss_{n}": f"{v:.3f}" for n, v in last_losses.items()}, "samples/s": f"{samples / seconds:.1f}"})
+        bar.set_postfix(
+            {**{f"loss_{n}": f"{v:.3f}" for n, v in last_losses.items()}, "samples/s": f"{samples / seconds:.1f}"}
+        )
         if writer is not None and (state["step"] % stage.log_every == 0 or state["step"] == stage.steps):
             for name, value in last_losses.items():
                 writer.add_scalar(f"loss/{name}", value, state["step"])
@@ -189,7 +201,11 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
             writer.add_scalar("samples_per_s", samples / seconds, state["step"])
         if state["step"] % stage.save_every == 0 and state["step"] < stage.steps:
             if runtime.is_main:
-                checkpoint.save_checkpoint(stage_dir, model, {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+                checkpoint.save_checkpoint(
+                    stage_dir,
+                    model,
+                    {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                )
             _barrier(runtime)
     bar.close()
 
@@ -208,7 +224,9 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
         "replica_sha256": _replica_digests(model, runtime),
     }
     if len(set(summary["replica_sha256"])) != 1:
-        raise RuntimeError(f"stage {stage.name}: the DDP replicas ended with different weights {summary['replica_sha256']}")
+        raise RuntimeError(
+            f"stage {stage.name}: the DDP replicas ended with different weights {summary['replica_sha256']}"
+        )
     if runtime.is_main:
         checkpoint.save_final(stage_dir, model, summary)
         writer.close()

@@ -31,7 +31,12 @@ def pack_row(encoded: list[tuple[list[int], list[int]]]) -> tuple[list[int], lis
     """
     first_answer = min(next(i for i, t in enumerate(labels) if t != IGNORE_INDEX) for _, labels in encoded)
     prefix = min(common_prefix_length([ids for ids, _ in encoded]), first_answer - 1)
-    ids, targets, positions, segments = list(encoded[0][0][:prefix]), [IGNORE_INDEX] * prefix, list(range(prefix)), [PREFIX_SEGMENT] * prefix
+    ids, targets, positions, segments = (
+        list(encoded[0][0][:prefix]),
+        [IGNORE_INDEX] * prefix,
+        list(range(prefix)),
+        [PREFIX_SEGMENT] * prefix,
+    )
     for j, (sample_ids, labels) in enumerate(encoded):
         ids += sample_ids[prefix:]
         targets += labels[prefix + 1 :] + [IGNORE_INDEX]  # the token at t predicts the label at t + 1
@@ -47,7 +52,10 @@ def pack(model: VLM, groups: list[tuple[torch.Tensor, list[tuple[str, str]]]]) -
     """
     rows = []
     for _, questions in groups:
-        encoded = [encode(model.tokenizer, prompt, answer, model.num_image_tokens, model.config.num_prompt_slots) for prompt, answer in questions]
+        encoded = [
+            encode(model.tokenizer, prompt, answer, model.num_image_tokens, model.config.num_prompt_slots)
+            for prompt, answer in questions
+        ]
         rows.append(pack_row(encoded))
     length = max(len(row[0]) for row in rows)
 
@@ -68,7 +76,9 @@ def segment_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     keys, queries = segments[:, None, :], segments[:, :, None]
     allowed = (keys != PAD_SEGMENT) & ((keys == PREFIX_SEGMENT) | (keys == queries))
     allowed &= torch.ones_like(allowed[0]).tril()
-    allowed |= torch.eye(segments.shape[1], dtype=torch.bool, device=segments.device)  # padding rows must not be empty (NaN)
+    allowed |= torch.eye(
+        segments.shape[1], dtype=torch.bool, device=segments.device
+    )  # padding rows must not be empty (NaN)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
@@ -82,4 +92,6 @@ def packed_loss(model: VLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         attention_mask=segment_mask(batch["segments"].to(model.device), embeds.dtype),
         position_ids=batch["position_ids"].to(model.device),
     ).logits  # [R, L, V]
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].to(model.device).flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), batch["targets"].to(model.device).flatten(), ignore_index=IGNORE_INDEX
+    )

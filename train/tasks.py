@@ -1,8 +1,8 @@
 """Training tasks, one task per batch, mixed by sampling ratio (MiniGPT-v2's scheme).
 
-    pvp   pixel value prediction (PAE-LaMM): a random image of the sources, a uniform location on its
-          64x64 target, "[reconstruct] loc: [y,x] rgb: " -> "[r,g,b]"
-    game  imitation of an expert: a collected observation (stacked frames) -> the expert's action word
+pvp   pixel value prediction (PAE-LaMM): a random image of the sources, a uniform location on its
+      64x64 target, "[reconstruct] loc: [y,x] rgb: " -> "[r,g,b]"
+game  imitation of an expert: a collected observation (stacked frames) -> the expert's action word
 """
 
 from dataclasses import dataclass
@@ -22,7 +22,13 @@ def pvp_question(frame: np.ndarray, rng: np.random.Generator) -> dict:
     """One PVP question about frame uint8 [H, W, 3]: a uniform location on its 64x64 target."""
     target = prompts.reconstruction_target(frame)  # [64, 64, 3] uint8
     y, x = (int(v) for v in rng.integers(0, prompts.RECONSTRUCT_SIZE, size=2))
-    return dict(prompt=prompts.reconstruct_prompt(y, x), answer=prompts.reconstruct_answer(target[y, x]), y=y, x=x, target=target)
+    return dict(
+        prompt=prompts.reconstruct_prompt(y, x),
+        answer=prompts.reconstruct_answer(target[y, x]),
+        y=y,
+        x=x,
+        target=target,
+    )
 
 
 @dataclass
@@ -53,7 +59,9 @@ class GameTask:
     def configure(self, model: VLM) -> None:
         """The model keeps the instruction it is trained with in its config, so that it plays with it."""
         if self.instruction not in prompts.GAME_INSTRUCTIONS:
-            raise UserError(f"game task instruction={self.instruction!r}: choose one of {', '.join(prompts.GAME_INSTRUCTIONS)}")
+            raise UserError(
+                f"game task instruction={self.instruction!r}: choose one of {', '.join(prompts.GAME_INSTRUCTIONS)}"
+            )
         model.config.game_instruction = self.instruction
 
     def batch(self, model: VLM, rng: np.random.Generator, batch_size: int) -> dict:
@@ -64,7 +72,13 @@ class GameTask:
         samples = []
         for index in rng.integers(len(dataset), size=batch_size):
             sample = dataset[int(index)]
-            samples.append(dict(images=model.preprocess(np.array(sample.frames)), prompt=prompt, answer=spec.action_names[sample.action_code]))
+            samples.append(
+                dict(
+                    images=model.preprocess(np.array(sample.frames)),
+                    prompt=prompt,
+                    answer=spec.action_names[sample.action_code],
+                )
+            )
         return model.collate(samples)
 
 
@@ -79,8 +93,14 @@ def build_tasks(task_configs: dict, sources: ImageSources, game: str | None = No
     for name, options in task_configs.items():
         if name == PVP:
             if int(options["batch_size"]) % int(options["queries_per_image"]):
-                raise UserError(f"pvp batch_size {options['batch_size']} is not a multiple of queries_per_image {options['queries_per_image']}")
-            tasks[name] = (PVPTask(sources, int(options["queries_per_image"])), int(options["batch_size"]), float(options["ratio"]))
+                raise UserError(
+                    f"pvp batch_size {options['batch_size']} is not a multiple of queries_per_image {options['queries_per_image']}"
+                )
+            tasks[name] = (
+                PVPTask(sources, int(options["queries_per_image"])),
+                int(options["batch_size"]),
+                float(options["ratio"]),
+            )
         elif name == GAME:
             datasets = game_datasets(sources, game)
             if datasets:

@@ -4,6 +4,7 @@ by constrained choice among the game's action words (as `agents.VLMPolicy` plays
     <stage>/validation.json   accuracy, majority-class accuracy, confusion matrix (rows: expert, columns: model)
     <stage>/confusion.png     the confusion matrix, each row normalised by its number of samples
 """
+
 import json
 from pathlib import Path
 
@@ -83,7 +84,15 @@ def write_report(report: dict, folder: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 5))
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(confusion.astype(np.int64)):
-        axes.text(column, row, str(count), ha="center", va="center", color="white" if rates[row, column] > 0.5 else "black", fontsize=8)
+        axes.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if rates[row, column] > 0.5 else "black",
+            fontsize=8,
+        )
     ticks = range(len(report["actions"]))
     axes.set_xticks(ticks, report["actions"], rotation=45, ha="right")
     axes.set_yticks(ticks, report["actions"])

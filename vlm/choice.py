@@ -127,7 +127,9 @@ def layout(
         for nodes in tree.rows:
             right = block_len - len(nodes)
             ids.append([pad_token_id] * left + prefix + [tree.token[n] for n in nodes] + [pad_token_id] * right)
-            pos.append([0] * left + list(range(len(prefix))) + [len(prefix) + tree.depth[n] for n in nodes] + [0] * right)
+            pos.append(
+                [0] * left + list(range(len(prefix))) + [len(prefix) + tree.depth[n] for n in nodes] + [0] * right
+            )
             prompt_keys.append([False] * left + [True] * len(prefix))
             block = torch.zeros(block_len, block_len, dtype=torch.bool)
             block[: len(nodes), : len(nodes)] = ancestry[nodes][:, nodes]
@@ -139,10 +141,16 @@ def layout(
     else:
         rows, length = len(ids), prompt_len + block_len
         causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool).tril()
-        top = torch.cat([causal & prompt_keys[:, None, :], torch.zeros(rows, prompt_len, block_len, dtype=torch.bool)], 2)
+        top = torch.cat(
+            [causal & prompt_keys[:, None, :], torch.zeros(rows, prompt_len, block_len, dtype=torch.bool)], 2
+        )
         bottom = torch.cat([prompt_keys[:, None, :].expand(-1, block_len, -1), block_keys], 2)
-        allowed = torch.cat([top, bottom], dim=1) | torch.eye(length, dtype=torch.bool)  # pad rows see themselves (no NaN)
-        attention_mask = torch.zeros(rows, 1, length, length, dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+        allowed = torch.cat([top, bottom], dim=1) | torch.eye(
+            length, dtype=torch.bool
+        )  # pad rows see themselves (no NaN)
+        attention_mask = torch.zeros(rows, 1, length, length, dtype=dtype).masked_fill(
+            ~allowed[:, None], torch.finfo(dtype).min
+        )
     return ChoiceLayout(
         tree,
         torch.tensor(ids, device=device),

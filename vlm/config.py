@@ -8,7 +8,6 @@ import torch
 
 from vlm.prompts import GAME_INSTRUCTIONS
 
-
 VISION_STEMS = ("patch", "conv")
 
 

@@ -15,8 +15,8 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from vlm.choice import AnswerTree, Choice, ChoiceLayout, layout
 from vlm import prompts as prompt_templates
+from vlm.choice import AnswerTree, Choice, ChoiceLayout, layout
 from vlm.collate import collate, pad_sequences
 from vlm.config import VLMConfig, resolve_attn_implementation
 from vlm.llm import add_lora, build_llm, llm_from_config
@@ -50,7 +50,9 @@ class VLM(nn.Module):
         )
         self.llm = add_lora(llm, config) if config.lora_r > 0 else llm
         if config.image_size % self.vision.patch_size:
-            raise ValueError(f"image_size {config.image_size} is not a multiple of the patch size {self.vision.patch_size}")
+            raise ValueError(
+                f"image_size {config.image_size} is not a multiple of the patch size {self.vision.patch_size}"
+            )
         grid = config.image_size // self.vision.patch_size
         self.num_image_tokens = self.projector.num_tokens(grid, grid)
         self.choice_layouts: OrderedDict[tuple, ChoiceLayout] = OrderedDict()
@@ -75,7 +77,11 @@ class VLM(nn.Module):
     def save_pretrained(self, path: str) -> None:
         """config.json (this config + both tower configs), model.safetensors, tokenizer files."""
         os.makedirs(path, exist_ok=True)
-        meta = {"vlm": self.config.to_dict(), "vision": self.vision.clip.config.to_dict(), "llm": self.llm.config.to_dict()}
+        meta = {
+            "vlm": self.config.to_dict(),
+            "vision": self.vision.clip.config.to_dict(),
+            "llm": self.llm.config.to_dict(),
+        }
         with open(os.path.join(path, CONFIG_FILE), "w") as f:
             json.dump(meta, f, indent=2)
         save_model(self, os.path.join(path, WEIGHTS_FILE))
@@ -117,7 +123,10 @@ class VLM(nn.Module):
             "projector": list(self.projector.parameters()),
             "llm": [p for name, p in llm_params if LORA_PARAMETER_TAG not in name],
             "llm_lora": [p for name, p in llm_params if LORA_PARAMETER_TAG in name],
-            "prompt_encoder": [*self.prompt_encoder.corner_type.parameters(), *self.prompt_encoder.validity.parameters()],
+            "prompt_encoder": [
+                *self.prompt_encoder.corner_type.parameters(),
+                *self.prompt_encoder.validity.parameters(),
+            ],
             "prompt_projector": [*self.prompt_encoder.proj.parameters(), *self.prompt_encoder.norm.parameters()],
         }
 
@@ -196,7 +205,9 @@ class VLM(nn.Module):
                 raise ValueError("the prompts contain <PromptHere> but prompt_coords/kinds/valid were not given")
             rows = prompt_slots.any(-1).to(self.device)  # samples of other tasks may share the batch
             slots = self.prompt_encoder(
-                prompt_coords.to(self.device)[rows], prompt_kinds.to(self.device)[rows], prompt_valid.to(self.device)[rows]
+                prompt_coords.to(self.device)[rows],
+                prompt_kinds.to(self.device)[rows],
+                prompt_valid.to(self.device)[rows],
             )  # [B', S, D]
             embeds = _fill(embeds, prompt_slots, slots, "visual prompt")
         return embeds
@@ -270,7 +281,9 @@ class VLM(nn.Module):
         greedy_legal = torch.tensor([plan.tree.greedy_is_legal(g) for g in greedy], device=self.device)
         return Choice([candidates[i] for i in index.tolist()], index, prob, probs, greedy_legal)
 
-    def choice_layout(self, prompts: tuple[str, ...], candidates: tuple[str, ...], one_row_per_candidate: bool) -> ChoiceLayout:
+    def choice_layout(
+        self, prompts: tuple[str, ...], candidates: tuple[str, ...], one_row_per_candidate: bool
+    ) -> ChoiceLayout:
         """The image-independent part of choose(), cached: a game asks the same question every step."""
         key = (prompts, candidates, one_row_per_candidate, self.device, self.llm.dtype)
         if key not in self.choice_layouts:
@@ -279,7 +292,9 @@ class VLM(nn.Module):
                 self.tokenizer.eos_token_id,
                 one_row_per_candidate,
             )
-            prefixes = [encode(self.tokenizer, p, None, self.num_image_tokens, self.config.num_prompt_slots)[0] for p in prompts]
+            prefixes = [
+                encode(self.tokenizer, p, None, self.num_image_tokens, self.config.num_prompt_slots)[0] for p in prompts
+            ]
             self.choice_layouts[key] = layout(prefixes, tree, self.tokenizer.pad_token_id, self.llm.dtype, self.device)
             while len(self.choice_layouts) > CHOICE_LAYOUTS_KEPT:
                 self.choice_layouts.popitem(last=False)
@@ -338,5 +353,7 @@ def _fill(embeds: torch.Tensor, slots: torch.Tensor, values: torch.Tensor, what:
     values = values.reshape(-1, embeds.shape[-1])
     expected = int(slots.sum())
     if values.shape[0] != expected:
-        raise ValueError(f"the prompts hold {expected} {what} placeholders but {values.shape[0]} {what} tokens were given")
+        raise ValueError(
+            f"the prompts hold {expected} {what} placeholders but {values.shape[0]} {what} tokens were given"
+        )
     return embeds.masked_scatter(slots[..., None], values.to(embeds.dtype))

@@ -28,7 +28,9 @@ class Projector(nn.Module):
         n, gh, gw, dv = patches.shape
         num_tokens = self.num_tokens(gh, gw)
         if self.merge == "2x2":
-            groups = patches.reshape(n, gh // 2, 2, gw // 2, 2, dv).permute(0, 1, 3, 2, 4, 5)  # [N, gh/2, gw/2, 2, 2, Dv]
+            groups = patches.reshape(n, gh // 2, 2, gw // 2, 2, dv).permute(
+                0, 1, 3, 2, 4, 5
+            )  # [N, gh/2, gw/2, 2, 2, Dv]
         else:
             groups = patches  # consecutive row tokens are already adjacent in memory
         x = groups.reshape(n, num_tokens, TOKENS_PER_GROUP * dv)  # [N, T, 4*Dv]

@@ -63,7 +63,9 @@ def normalize_point(x: float, y: float, width: int, height: int) -> tuple[float,
     return (x + 0.5) / width, (y + 0.5) / height
 
 
-def normalize_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> tuple[float, float, float, float]:
+def normalize_box(
+    x0: float, y0: float, x1: float, y1: float, width: int, height: int
+) -> tuple[float, float, float, float]:
     """Box in pixel edge coordinates (x1, y1 exclusive; 0, 0, W, H is the whole image) -> [0, 1]."""
     return x0 / width, y0 / height, x1 / width, y1 / height
 

@@ -38,9 +38,13 @@ _CORPUS_PROMPT_SLOTS = 10  # <Mark 1> .. <Mark 10>, as many as the encoder's slo
 def _training_corpus(extra_texts) -> list[str]:
     corpus = [_BASE_WORDS, *_BASE_WORDS.split(), "0 1 2 3 4 5 6 7 8 9"]  # alone too: answers start without a space
     corpus += [
-        prompts.reconstruct_prompt(y, x) + prompts.reconstruct_answer((y, x, y + x)) for y in range(0, 64, 7) for x in range(0, 64, 9)
+        prompts.reconstruct_prompt(y, x) + prompts.reconstruct_answer((y, x, y + x))
+        for y in range(0, 64, 7)
+        for x in range(0, 64, 9)
     ]
-    corpus += [prompts.segmentation_prompt("the object", y, y) + prompts.segmentation_answer(y % 2 == 0) for y in range(64)]
+    corpus += [
+        prompts.segmentation_prompt("the object", y, y) + prompts.segmentation_answer(y % 2 == 0) for y in range(64)
+    ]
     for kind in prompts.PROMPT_NAMES:
         labels = [f"object {i}" for i in range(_CORPUS_PROMPT_SLOTS)]
         corpus.append(prompts.visual_prompt_question(kind) + prompts.visual_prompt_answer(labels, kind))
@@ -68,7 +72,9 @@ def build_tokenizer(extra_texts=(), vocab_size: int = 1024) -> PreTrainedTokeniz
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """A tokenizer saved in a local directory; a missing pad token becomes unk (or eos)."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no tokenizer directory at {path!r}; it must be a local directory (nothing is downloaded)")
+        raise FileNotFoundError(
+            f"no tokenizer directory at {path!r}; it must be a local directory (nothing is downloaded)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer in {path} has no eos token; answers need one to end")

@@ -56,7 +56,9 @@ class ConvStem(nn.Conv2d):
 def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisionModel:
     if config.vision_path is not None:
         if config.vision_stem != "patch":
-            raise ValueError(f"vision_stem={config.vision_stem!r} would replace the pretrained tower's patch embedding; use 'patch' with vision_path")
+            raise ValueError(
+                f"vision_stem={config.vision_stem!r} would replace the pretrained tower's patch embedding; use 'patch' with vision_path"
+            )
         check_local_dir(config.vision_path, "vision_path")
         return CLIPVisionModel.from_pretrained(
             config.vision_path,
@@ -72,10 +74,14 @@ def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisio
         image_size=config.image_size,
         patch_size=config.patch_size,
     )
-    return vision_tower_from_config(vision_config.to_dict(), config.torch_dtype, attn_implementation, config.vision_stem)
+    return vision_tower_from_config(
+        vision_config.to_dict(), config.torch_dtype, attn_implementation, config.vision_stem
+    )
 
 
-def vision_tower_from_config(vision_config: dict, dtype: torch.dtype, attn_implementation: str, stem: str) -> CLIPVisionModel:
+def vision_tower_from_config(
+    vision_config: dict, dtype: torch.dtype, attn_implementation: str, stem: str
+) -> CLIPVisionModel:
     """A randomly initialised tower from a saved config dict (weights are loaded afterwards)."""
     hf_config = CLIPVisionConfig.from_dict(vision_config)
     hf_config._attn_implementation = attn_implementation
