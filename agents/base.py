@@ -3,8 +3,11 @@
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+
+from envs.games import GameSpec
 
 
 @dataclass
@@ -17,11 +20,24 @@ class Observation:
 
 
 class Policy(ABC):
-    policy_id: str  # names the policy in results files
+    """A player. Registered with `@register_policy(name)` (agents/registry.py), every command can play it.
+
+    `options` names the command-line options its `build` reads (e.g. `expert`, `checkpoint`,
+    `deterministic`); a command refuses an option that the chosen policy does not read.
+    """
+
+    name: ClassVar[str]  # the registry name, set by @register_policy: policy=<name> on the command line
+    options: ClassVar[tuple[str, ...]] = ()
+    policy_id: str  # names the policy in results files and datasets: "<name>-..."
     # The env pipeline the policy was trained in (an expert's config.yml) and its VecNormalize stats
     # folder; None plays in the game's default pipeline, which every other policy shares.
     pipeline: dict | None = None
     stats_dir: Path | None = None
+
+    @classmethod
+    def build(cls, spec: GameSpec, **options) -> "Policy":
+        """The policy for a command line: `options` holds each name in `cls.options` (None when not given)."""
+        return cls(spec, **options)
 
     @abstractmethod
     def reset(self, seed: int) -> None:
@@ -30,6 +46,11 @@ class Policy(ABC):
     @abstractmethod
     def act(self, observation: Observation):
         """The env action to take: an int for Atari, a float array [3] for CarRacing."""
+
+    @property
+    def fingerprint(self) -> str | None:
+        """sha256 of what decides the actions (the weights), so datasets tell two agents apart; None if nothing does."""
+        return None
 
     def report(self) -> dict:
         """Policy-specific counts for results.json (e.g. how often a VLM's free answer was illegal)."""

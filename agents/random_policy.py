@@ -3,9 +3,11 @@
 import numpy as np
 
 from agents.base import Observation, Policy
-from envs import GameSpec
+from agents.registry import register_policy
+from envs.games import GameSpec
 
 
+@register_policy("random")
 class RandomPolicy(Policy):
     """Picks each action code uniformly (the same action set the VLM chooses from), then decodes it."""
 

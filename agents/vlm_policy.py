@@ -1,5 +1,6 @@
 """A fine-tuned VLM as a policy: stacked frames -> game prompt -> the most likely legal action."""
 
+import hashlib
 from collections import deque
 from pathlib import Path
 
@@ -7,37 +8,72 @@ import numpy as np
 import torch
 
 from agents.base import Observation, Policy
-from envs import GameSpec, UserError
-from train.checkpoint import FINAL_DIR
-from vlm import VLM, FrameCache
+from agents.registry import register_policy
+from core import REPO_ROOT
+from core.errors import UserError
+from core.runs import model_name
+from envs.games import GameSpec
+from vlm import VLM, FrameCache, VLMConfig, prompts
+from vlm.model import CONFIG_FILE, WEIGHTS_FILE
+
+SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the shipped VLM of game G, when one ships: checkpoints/game_G
 
 
+def shipped_checkpoint(spec: GameSpec) -> Path:
+    return SHIPPED_DIR / f"game_{spec.name}"
+
+
+def game_prompt(config: VLMConfig, spec: GameSpec) -> str:
+    """The game template for `spec` with the instruction `config` was trained with: what training and play both ask."""
+    instruction = prompts.game_instruction(spec.objective, spec.tips, spec.action_names)
+    return prompts.game_prompt(spec.n_stack, instruction if config.game_instruction == "paper" else "", spec.name)
+
+
+@register_policy("vlm")
 class VLMPolicy(Policy):
     """Plays by constrained choice among the game's action words, in the game's default pipeline.
 
-    The stack repeats an episode's first frame, as the collected datasets do; each frame goes
-    through the vision tower once (FrameCache). It counts how often the model's unconstrained
-    greedy answer would not have been a legal action.
+    checkpoint=: a folder written by `python -m train` (default: the game's shipped checkpoints/game_<game>).
+    The stack repeats an episode's first frame, as the collected datasets do; each frame goes through
+    the vision tower once (FrameCache). It counts how often the model's unconstrained greedy answer
+    would not have been a legal action.
     """
+
+    options = ("checkpoint",)
+
+    @classmethod
+    def build(cls, spec: GameSpec, checkpoint: str | None = None) -> "VLMPolicy":
+        if checkpoint is None:
+            if not shipped_checkpoint(spec).is_dir():
+                raise UserError(
+                    f"no VLM checkpoint ships for {spec.name}: fine-tune one with "
+                    f"`python -m train recipe=game game={spec.name} ...` and pass checkpoint=<its folder>"
+                )
+            checkpoint = shipped_checkpoint(spec)
+        return cls(checkpoint, spec)
 
     def __init__(self, checkpoint: str | Path, spec: GameSpec):
         path = Path(checkpoint)
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG_FILE).is_file():
             raise UserError(
-                f"checkpoint={checkpoint} is not a VLM checkpoint (no config.json): "
+                f"checkpoint={checkpoint} is not a VLM checkpoint (no {CONFIG_FILE}): "
                 "give a folder written by `python -m train recipe=game`"
             )
+        self.weights_sha256 = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
         self.model = VLM.from_pretrained(str(path))
         self.model.merge_lora()  # plain linear layers play a little faster
         self.spec = spec
-        # A training run's model lives in RUN/STAGE/final: name it by its run.
-        self.policy_id = f"vlm-{path.parents[1].name if path.name == FINAL_DIR else path.name}"
-        self.prompt = self.model.game_prompt(spec)
+        self.policy_id = f"vlm-{model_name(path)}"
+        self.prompt = game_prompt(self.model.config, spec)
         self.candidates = list(spec.action_names)
         self.cache = FrameCache(self.model, capacity=2 * spec.n_stack)
         self.frames: deque[np.ndarray] = deque(maxlen=spec.n_stack)
         self.decisions = 0
         self.greedy_illegal = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.weights_sha256
 
     def reset(self, seed: int) -> None:
         torch.manual_seed(seed)

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from collect.dataset import CollectedDataset, stack_indices
+from collect.sources import open_collected
 from vlm.config import VISION_STEMS, VLMConfig
 from vlm.model import VLM
 from vlm.vision import preprocess_images
@@ -78,7 +79,8 @@ class VisionTowerMLP(nn.Module):
 
 
 class VisionTowerLLM(nn.Module):
-    """The tiny VLM's vision tower, projector and LLM over the visual tokens of all frames: [B, S, 3, H, W] -> [B, A]."""
+    """The tiny VLM's vision tower, projector and LLM over the visual tokens of all frames:
+    [B, S, 3, H, W] -> [B, A]."""
 
     def __init__(self, config: VLMConfig, n_actions: int):
         super().__init__()
@@ -145,7 +147,8 @@ def train_probe(name: str, model: nn.Module, train, val, args, n_stack: int, maj
         if step % args.eval_every == 0 or step == args.steps:
             acc = accuracy(model, val, n_stack, args.batch * 8)
             print(
-                f"| {name} | {step} | {step * args.batch} | {acc:.3f} | {majority:.3f} | {time.perf_counter() - start:.0f} |",
+                f"| {name} | {step} | {step * args.batch} | {acc:.3f} | {majority:.3f} | "
+                f"{time.perf_counter() - start:.0f} |",
                 flush=True,
             )
 
@@ -182,17 +185,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    dataset = CollectedDataset(args.data, verify=False)
+    # The split training makes: the validation episodes held out, the rest trained on.
+    train_set, val_set = (
+        open_collected(args.data, None, held_out=args.val_seeds),
+        open_collected(args.data, args.val_seeds),
+    )
     config = VLMConfig.preset("tiny", vision_stem=args.vision_stem)
-    n_stack, n_actions = dataset.n_stack, len(dataset.spec.action_names)
-    train_set, val_set = dataset.split(val_seeds=args.val_seeds)
+    n_stack, n_actions = train_set.n_stack, len(train_set.spec.action_names)
     train, val = preprocessed_episodes(train_set, config.image_size), preprocessed_episodes(val_set, config.image_size)
     val_codes = torch.cat([codes for _, codes in val])
     majority = torch.bincount(val_codes, minlength=n_actions).max().item() / len(val_codes)
 
     print(
-        f"{dataset.spec.name}: {len(train_set)} training / {len(val_set)} held-out steps (seeds {args.val_seeds}), "
-        f"{n_stack} frames at {config.image_size} px, vision stem {config.vision_stem}, batch {args.batch}, lr {args.lr}, one thread\n"
+        f"{train_set.spec.name}: {len(train_set)} training / {len(val_set)} held-out steps (seeds {args.val_seeds}), "
+        f"{n_stack} frames at {config.image_size} px, vision stem {config.vision_stem}, "
+        f"batch {args.batch}, lr {args.lr}, one thread\n"
     )
     print("| probe | step | samples | held-out accuracy | majority action | seconds |")
     print("|---|---|---|---|---|---|")

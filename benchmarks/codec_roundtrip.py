@@ -6,17 +6,14 @@ For CarRacing it compares the game's codec with a coarser and a finer one.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agents import ExpertPolicy, Observation, Policy  # noqa: E402
-from envs import GridCodec, get_game  # noqa: E402
-from eval.rollout import play_episode  # noqa: E402
+from agents import Observation, Policy
+from agents.expert_policy import ExpertPolicy
+from agents.rollout import play_episode
+from envs import GridCodec, get_game
 
 # Other CarRacing action sets to compare with the game's own: full-pedal grids (gas 1, brake 0.8).
 GAS, COAST, BRAKE = ("gas", 1.0, 0.0), ("coast", 0.0, 0.0), ("brake", 0.0, 0.8)

@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from envs.fast_car_racing import (  # noqa: E402
+from core import REPO_ROOT
+from envs.fast_car_racing import (
     BASE_CAR_RACING_ID,
     FAST_CAR_RACING_ID,
     FastFrameSkip,
@@ -37,7 +33,7 @@ from envs.fast_car_racing import (  # noqa: E402
 
 def _load_identity_tests():
     """The identity checks and action policy of tests/test_fast_car_racing.py."""
-    path = REPO / "tests" / "test_fast_car_racing.py"
+    path = REPO_ROOT / "tests" / "test_fast_car_racing.py"
     spec = importlib.util.spec_from_file_location("test_fast_car_racing", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

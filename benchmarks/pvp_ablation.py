@@ -1,6 +1,7 @@
 """PAE-LaMM's vision-encoder ablation on game frames, with the tiny model on CPU.
 
-    python benchmarks/pvp_ablation.py [--make-frames] [--n 3] [--frames ~/.cache/vlmplay/frames] [--out benchmarks/pvp_ablation]
+    python benchmarks/pvp_ablation.py [--make-frames] [--n 3] [--frames ~/.cache/vlmplay/frames]
+                                      [--out benchmarks/pvp_ablation]
                                       [--train-args recipe.stages.pvp_stage1.steps=800 ...]
 
 1. `python -m train recipe=pvp model=tiny` on the training frames of both games: stage 1 (vision
@@ -26,12 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from collect.sources import ImageSources
+from core import REPO_ROOT
+from core.runs import FINAL_DIR
 from eval.reconstruct import PNG_UPSCALE, SIZE, Reconstructor, reconstruction_error, worst_answers
-from train.checkpoint import FINAL_DIR, read_summary
-from train.data import ImageSources
+from train.checkpoint import read_summary
 from vlm import VLM, prompts
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # game -> (policy, training seeds, held-out seeds); held-out seeds are never trained on, and lie
 # outside both collection (0+) and evaluation (100000+) ranges.
 GAMES = {
@@ -160,7 +162,8 @@ def tables(results: dict, stage_dirs: dict[str, Path]) -> str:
     for name, stage_dir in stage_dirs.items():
         s = read_summary(stage_dir)
         lines.append(
-            f"| {name} | {', '.join(s['trainable'])} | {s['steps']} | {s['samples']} | {s['train_seconds']:.0f} | {s['samples_per_s']} |"
+            f"| {name} | {', '.join(s['trainable'])} | {s['steps']} | {s['samples']} | "
+            f"{s['train_seconds']:.0f} | {s['samples_per_s']} |"
         )
     return "\n".join(lines)
 

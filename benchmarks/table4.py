@@ -10,16 +10,13 @@ interrupted run continues where it stopped. Prints a Markdown table with the pap
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agents import load_policy  # noqa: E402
-from envs import get_game  # noqa: E402
-from eval.evaluate import evaluate  # noqa: E402
+from agents import load_policy
+from envs import get_game
+from eval.evaluate import evaluate
 
 GAMES = ("carracing", "spaceinvaders")
 # PAE-LaMM, Table 4 (mean of 15 rounds): CarRacing, SpaceInvaders.

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents import ExpertPolicy
+from agents import load_policy
+from agents.rollout import play_episode
 from agents.takeover import TakeoverPolicy
-from agents.vlm_policy import VLMPolicy
 from envs import get_game
-from eval.rollout import play_episode
 
 
 def main() -> None:
@@ -35,11 +34,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = get_game(args.game)
-    vlm, expert = VLMPolicy(args.checkpoint, spec), ExpertPolicy(spec.default_expert_path, spec)
+    vlm, expert = load_policy("vlm", spec, checkpoint=args.checkpoint), load_policy("expert", spec)
     seeds = [args.seed + i for i in range(args.episodes)]
     rows = []
     print(
-        f"{spec.name}: {vlm.policy_id} drives the first k decisions, {expert.policy_id} the rest; seeds {seeds[0]}..{seeds[-1]}"
+        f"{spec.name}: {vlm.policy_id} drives the first k decisions, "
+        f"{expert.policy_id} the rest; seeds {seeds[0]}..{seeds[-1]}"
     )
     print(f"{'k':>8} {'mean':>9} {'std':>8}  returns")
     for k in args.k:

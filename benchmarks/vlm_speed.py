@@ -10,7 +10,7 @@ Play, in steady state as a policy plays: the LoRA weights merged into the LLM, e
 one new frame, FrameCache encodes only that frame, and choose() scores every legal action of the
 game in one forward pass. The reference without the cache encodes the whole stack each action;
 the two alternate action by action so both see the same machine load. The shipped checkpoint of
-each game (envs.GameSpec.default_vlm) is timed the same way. Wall time is what a game
+each game (checkpoints/game_<game>) is timed the same way. Wall time is what a game
 would see; CPU time (process_time) is what an action costs the core it runs on: less affected
 than wall time when other jobs share the cores, though not immune (shared caches, frequency).
 """
@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from agents.vlm_policy import game_prompt, shipped_checkpoint
 from envs.games import GAMES, GameSpec
 from vlm import TRAINING_STAGES, VLM, FrameCache, VLMConfig, build_tokenizer, encode, prompts
 from vlm.prompts import GAME_INSTRUCTIONS
@@ -71,7 +72,7 @@ def pvp_samples(model: VLM, rng: np.random.Generator) -> list[dict]:
 def game_samples(model: VLM, spec: GameSpec, rng: np.random.Generator) -> list[dict]:
     frames = rng.integers(0, 256, size=(TRAIN_BATCH, spec.n_stack, *spec.frame_shape), dtype=np.uint8)
     images = model.preprocess(frames)  # [B, n_stack, 3, S, S]
-    prompt = model.game_prompt(spec)
+    prompt = game_prompt(model.config, spec)
     return [
         dict(images=images[i], prompt=prompt, answer=str(rng.choice(spec.action_names))) for i in range(TRAIN_BATCH)
     ]
@@ -80,7 +81,7 @@ def game_samples(model: VLM, spec: GameSpec, rng: np.random.Generator) -> list[d
 def play(model: VLM, spec: GameSpec, steps: int, rng: np.random.Generator) -> dict:
     """Median wall and CPU seconds per action with the frame cache, and wall seconds without it."""
     model.eval()
-    prompt = model.game_prompt(spec)
+    prompt = game_prompt(model.config, spec)
     actions = list(spec.action_names)
     stream = rng.integers(0, 256, size=(WARMUP_STEPS + steps + spec.n_stack, *spec.frame_shape), dtype=np.uint8)
     cache = FrameCache(model, capacity=2 * spec.n_stack)
@@ -93,8 +94,8 @@ def play(model: VLM, spec: GameSpec, steps: int, rng: np.random.Generator) -> di
 
     cached, cached_cpu, uncached = [], [], []
     for t in range(WARMUP_STEPS + steps):
-        wall, cpu = timed(lambda: with_cache(t))
-        wall_uncached, _ = timed(lambda: without_cache(t))
+        wall, cpu = timed(lambda t=t: with_cache(t))
+        wall_uncached, _ = timed(lambda t=t: without_cache(t))
         if t >= WARMUP_STEPS:
             cached.append(wall)
             cached_cpu.append(cpu)
@@ -121,7 +122,8 @@ def main() -> None:
     specs = list(GAMES.values())
 
     # Answers get their own texts so that they are tokenized as they appear after the prompt.
-    tokenizer = build_tokenizer(extra_texts=[s.instruction for s in specs] + [a for s in specs for a in s.action_names])
+    instructions = [prompts.game_instruction(s.objective, s.tips, s.action_names) for s in specs]
+    tokenizer = build_tokenizer(extra_texts=instructions + [a for s in specs for a in s.action_names])
     model = VLM.from_config(VLMConfig.preset("tiny"), tokenizer=tokenizer)
     params = sum(p.numel() for p in model.parameters())
     print(
@@ -149,7 +151,8 @@ def main() -> None:
             result = play(model, spec, args.steps, rng)
             stack = f"{spec.n_stack}x{spec.frame_shape[0]}x{spec.frame_shape[1]}"
             print(
-                f"{spec.name:<14} {instruction:<11} {stack:<11} {len(spec.action_names):>7} {result['prompt_tokens']:>10} "
+                f"{spec.name:<14} {instruction:<11} {stack:<11} {len(spec.action_names):>7} "
+                f"{result['prompt_tokens']:>10} "
                 f"{result['wall'] * 1e3:>9.1f} {1 / result['wall']:>9.1f} {result['cpu'] * 1e3:>13.1f} "
                 f"{result['uncached'] * 1e3:>12.1f} {result['uncached'] / result['wall']:>7.2f}x"
             )
@@ -160,12 +163,13 @@ def main() -> None:
                 f"({verdict} the real-time target of {target}), {1 / result['cpu']:.1f} actions/s by CPU time"
             )
     for spec in specs:
-        if spec.default_vlm_path is not None:
-            shipped = VLM.from_pretrained(str(spec.default_vlm_path))
+        if shipped_checkpoint(spec).is_dir():
+            shipped = VLM.from_pretrained(str(shipped_checkpoint(spec)))
             shipped.merge_lora()
             result = play(shipped, spec, args.steps, rng)
             verdicts.append(
-                f"{spec.name} (shipped checkpoint {spec.default_vlm}, instruction {shipped.config.game_instruction}): "
+                f"{spec.name} (shipped checkpoint {shipped_checkpoint(spec).name}, "
+                f"instruction {shipped.config.game_instruction}): "
                 f"{1 / result['wall']:.1f} actions/s wall-clock, {1 / result['cpu']:.1f} actions/s by CPU time"
             )
     print(f"(median over {args.steps} actions; load average {os.getloadavg()[0]:.1f} at the end)\n")

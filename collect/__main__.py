@@ -1,17 +1,19 @@
-"""python -m collect game=<carracing|spaceinvaders> policy=<expert|random> episodes=30 seed=0 out=data/<game>"""
+"""python -m collect game=<carracing|spaceinvaders> policy=<expert|random|vlm|...> episodes=30 seed=0 out=data/<game>"""
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
+from agents import policy_options
 from collect.collector import Player, collect
-from envs import UserError, exit_on_user_error, get_game
-from eval.evaluate import check_writable
+from core.cli import command
+from core.errors import UserError
+from core.files import check_writable
+from core.seeds import episode_seeds
+from envs.games import get_game
 
 
-@hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
-@exit_on_user_error
+@command("collect")
 def main(cfg: DictConfig) -> None:
     get_game(cfg.game)
     if int(cfg.episodes) <= 0:
@@ -20,10 +22,10 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"workers={cfg.workers}: play with at least one worker")
     out = Path(cfg.out)
     check_writable(out)
-    seeds = [int(cfg.seed) + index for index in range(int(cfg.episodes))]
+    player = Player(cfg.game, cfg.policy, policy_options(cfg))
     collect(
-        Player(cfg.game, cfg.policy, cfg.expert, cfg.deterministic),
-        seeds,
+        player,
+        episode_seeds(int(cfg.seed), int(cfg.episodes)),
         out,
         int(cfg.workers),
         bool(cfg.overwrite),

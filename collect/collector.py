@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from agents import Policy, load_policy
+from agents.rollout import play_episode
 from collect.dataset import DATA_DIR, CollectedDataset
 from collect.summary import write_summary
 from collect.writer import (
@@ -24,12 +25,11 @@ from collect.writer import (
     EpisodeRecorder,
     StagedEpisode,
     dataset_size_mb,
-    env_action_space,
     stage_episode,
     staging_folder,
 )
-from envs import GameSpec, get_game
-from eval.rollout import play_episode
+from envs.games import GameSpec, get_game
+from envs.pipeline import action_space
 
 # One torch thread per player: faster on a shared CPU, and the same arithmetic whatever `workers` is.
 PLAYER_TORCH_THREADS = 1
@@ -42,20 +42,19 @@ class Player(NamedTuple):
     """Which policy plays: what a worker process needs to build its own copy."""
 
     game: str
-    kind: str  # expert | random
-    expert: str | None  # RL-Zoo3 folder; None: the game's default expert
-    deterministic: bool | None  # expert actions; None: RL-Zoo3's default
+    policy: str  # a registered policy name (agents.registry)
+    options: dict  # the policy's command-line options (None = not given), e.g. {"expert": None, "deterministic": True}
 
 
 def load_player(player: Player) -> tuple[GameSpec, Policy]:
     torch.set_num_threads(PLAYER_TORCH_THREADS)
     spec = get_game(player.game)
-    return spec, load_policy(player.kind, spec, expert=player.expert, deterministic=player.deterministic)
+    return spec, load_policy(player.policy, spec, **player.options)
 
 
 def play_and_stage(out: Path, spec: GameSpec, policy: Policy, episode_id: int, seed: int) -> StagedEpisode:
     staging_folder(out, episode_id, seed).mkdir(parents=True)  # exists while the episode is being played
-    recorder = EpisodeRecorder(spec, env_action_space(spec.env_id))
+    recorder = EpisodeRecorder(spec, action_space(spec.env_id))
     result = play_episode(policy, spec, seed, on_step=recorder)
     return stage_episode(out, spec, policy, recorder, episode_id, seed, result.episode_return, result.wall_time_s)
 
@@ -104,7 +103,8 @@ def staged_in_order(
 def collect(
     player: Player, seeds: list[int], out: Path, workers: int, overwrite: bool = False, repair: bool = False
 ) -> dict:
-    """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones); returns a report."""
+    """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones);
+    returns a report."""
     spec, policy = load_player(player)
     writer = DatasetWriter(out, spec, policy, overwrite, repair)
     held = set(writer.seeds)
@@ -115,7 +115,8 @@ def collect(
         print(f"re-collecting damaged episodes (seeds {[episode.seed for episode in writer.damaged]})")
     if len(new_seeds) < len(seeds):
         print(
-            f"{out} already holds {len(seeds) - len(new_seeds)} of the {len(seeds)} seeds: playing the other {len(new_seeds)}"
+            f"{out} already holds {len(seeds) - len(new_seeds)} of the {len(seeds)} seeds: "
+            f"playing the other {len(new_seeds)}"
         )
 
     start, steps = time.perf_counter(), 0
@@ -147,7 +148,8 @@ def collect(
     }
     print(
         f"{out}: {report['episodes']} episodes, {report['steps']} steps, {report['disk_mb']} MB, mean return "
-        f"{report['mean_return']} ({policy.policy_id}); this run played {len(jobs)} episodes, {steps} steps in {report['wall_time_s']} s "
+        f"{report['mean_return']} ({policy.policy_id}); this run played {len(jobs)} episodes, "
+        f"{steps} steps in {report['wall_time_s']} s "
         f"({report['steps_per_s']} steps/s); summary in {out / SUMMARY_FILE}"
     )
     return report

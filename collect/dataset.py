@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from envs import GameSpec, UserError, get_game
+from core.errors import UserError
+from envs.games import GameSpec, get_game
 
 DATA_DIR = "data"  # the Minari storage folder inside a dataset folder
 METADATA_FILE = "metadata.json"  # Minari's name, for the dataset and for each episode
@@ -43,12 +43,17 @@ def read_dataset_metadata(root: Path) -> dict:
     path = root / DATA_DIR / METADATA_FILE
     if not path.is_file():
         raise UserError(
-            f"{root} is not a collected dataset (no {DATA_DIR}/{METADATA_FILE}): run `python -m collect out={root}` first"
+            f"{root} is not a collected dataset (no {DATA_DIR}/{METADATA_FILE}): "
+            f"run `python -m collect out={root}` first"
         )
     metadata = read_json(path, "the dataset index")
     if VLMPLAY_KEY not in metadata:
         raise UserError(f"{path} is a Minari dataset that vlmplay did not collect (no {VLMPLAY_KEY!r} entry)")
     return metadata
+
+
+def is_collected_dataset(path: Path) -> bool:
+    return (path / DATA_DIR / METADATA_FILE).is_file()
 
 
 def episode_path(root: Path, episode_id: int) -> Path:
@@ -97,7 +102,10 @@ class EpisodeError(UserError):
 
     def __init__(self, root: Path, episode: EpisodeInfo, problem: str):
         self.episode = episode
-        self.detail = f"episode {episode.episode_id} (seed {episode.seed}) in {episode_path(root, episode.episode_id)} is damaged: {problem}"
+        self.detail = (
+            f"episode {episode.episode_id} (seed {episode.seed}) in {episode_path(root, episode.episode_id)} "
+            f"is damaged: {problem}"
+        )
         super().__init__(
             f"{self.detail}; re-collect it: run the same `python -m collect ... out={root}` with repair=true"
         )
@@ -182,16 +190,6 @@ class CollectedDataset:
         self._episode_of_step = np.repeat(np.arange(len(episodes)), lengths)  # [total steps]
         self.action_codes = np.concatenate([a.action_codes[:-1] for a in arrays]) if arrays else np.zeros(0, np.int64)
 
-    def __getstate__(self) -> dict:
-        # DataLoader workers started with spawn map the files again instead of receiving copies of them.
-        return self.__dict__ | {"_arrays": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._arrays = [
-            open_episode(self.root, episode, self.spec.frame_shape, verify=False) for episode in self.episodes
-        ]
-
     def __len__(self) -> int:
         return len(self._episode_of_step)
 
@@ -217,6 +215,11 @@ class CollectedDataset:
     def seeds(self) -> list[int]:
         return [episode.seed for episode in self.episodes]
 
+    @property
+    def policy_kind(self) -> str:
+        """The registered name of the policy that chose the stored actions: policy ids are "<name>-..."."""
+        return self.policy_id.split("-", 1)[0]
+
     def episode(self, index: int) -> EpisodeArrays:
         """All the arrays of the `index`-th episode of this dataset (memory-mapped, read-only)."""
         return self._arrays[index]
@@ -228,29 +231,3 @@ class CollectedDataset:
         subset.root, subset.spec, subset.policy_id, subset.n_stack = self.root, self.spec, self.policy_id, self.n_stack
         subset._set_episodes([self.episodes[i] for i in keep], [self._arrays[i] for i in keep])
         return subset
-
-    def split(
-        self, val_fraction: float = 0.1, val_seeds: list[int] | None = None, seed: int = 0
-    ) -> tuple["CollectedDataset", "CollectedDataset"]:
-        """(train, validation) by episode: `val_seeds` if given, else a seeded draw of `val_fraction` of the seeds."""
-        if val_seeds is None:
-            n_val = int(round(val_fraction * len(self.episodes)))
-            val_seeds = np.random.default_rng(seed).choice(self.seeds, size=n_val, replace=False).tolist()
-        unknown = sorted(set(val_seeds) - set(self.seeds))
-        if unknown:
-            raise UserError(f"validation seeds {unknown} are not in {self.root} (its seeds: {self.seeds})")
-        return self.subset([s for s in self.seeds if s not in set(val_seeds)]), self.subset(sorted(val_seeds))
-
-
-class FrameStackDataset(torch.utils.data.Dataset):
-    """PyTorch view for imitation: (frames uint8 [n_stack, H, W, 3], action code int64 [])."""
-
-    def __init__(self, dataset: CollectedDataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sample = self.dataset[index]
-        return torch.from_numpy(sample.frames), torch.tensor(sample.action_code, dtype=torch.int64)

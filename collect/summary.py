@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from collect.dataset import CollectedDataset  # noqa: E402
+from core.files import write_atomically  # noqa: E402
 
 EXAMPLES = 3  # stacked observations shown, evenly spaced through the dataset
 FRAME_INCHES = 2.4
@@ -61,7 +62,5 @@ def write_summary(dataset: CollectedDataset, path: Path) -> None:
     axes.set_ylabel("steps")
     axes.set_title("actions taken", fontsize=10)
 
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary)
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
     plt.close(figure)
-    temporary.replace(path)

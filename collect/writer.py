@@ -6,9 +6,6 @@ Minari's own `update_metadata` rewrites metadata.json in place, which a kill cou
 so the dataset metadata (same keys, same format) is replaced here instead.
 """
 
-import functools
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from minari.dataset.minari_storage import MinariStorage
 from tqdm import tqdm
 
 from agents import Policy
+from agents.rollout import Step
 from collect.dataset import (
     DATA_DIR,
     METADATA_FILE,
@@ -35,8 +33,10 @@ from collect.dataset import (
     open_episode,
     read_dataset_metadata,
 )
-from envs import GameSpec, UserError
-from eval.rollout import Step
+from core.errors import UserError
+from core.files import write_json_atomically
+from envs.games import GameSpec
+from envs.pipeline import action_space
 
 STAGING_DIR = ".staging"  # episodes being played or written; removed when a run starts
 SUMMARY_FILE = "summary.png"
@@ -44,19 +44,12 @@ MINARI_FORMAT = "arrow"  # one file per episode: a kill cannot damage the episod
 REQUIREMENTS = ("gymnasium", "ale-py")  # what minari's recover_environment needs to rebuild the env
 
 
-@functools.cache
-def env_action_space(env_id: str) -> gym.Space:
-    env = gym.make(env_id)
-    env.close()
-    return env.action_space
-
-
 def new_storage(data_path: Path, spec: GameSpec) -> MinariStorage:
     """An empty Minari storage for raw RGB frames, stored losslessly (Minari JPEG-encodes images by default)."""
     return MinariStorage.new(
         data_path.resolve(),  # pyarrow's partitioned write nests a relative path inside itself
         observation_space=gym.spaces.Box(0, 255, spec.frame_shape, np.uint8),
-        action_space=env_action_space(spec.env_id),
+        action_space=action_space(spec.env_id),
         env_spec=gym.spec(spec.env_id),
         data_format=MINARI_FORMAT,
         jpeg_encoding=False,
@@ -66,18 +59,17 @@ def new_storage(data_path: Path, spec: GameSpec) -> MinariStorage:
 def policy_identity(spec: GameSpec, policy: Policy) -> dict:
     """What makes two collections the same: the game, its action words (the codec the codes come
     from) and the policy (an expert by its agent's bytes)."""
-    model_bytes = getattr(policy, "model_bytes", None)
     return {
         "game": spec.name,
         "env_id": spec.env_id,
         "policy_id": policy.policy_id,
-        "policy_sha256": hashlib.sha256(model_bytes).hexdigest() if model_bytes is not None else None,
+        "policy_sha256": policy.fingerprint,
         "action_names": list(spec.action_names),
     }
 
 
 class EpisodeRecorder:
-    """The on_step callback of `eval.rollout.play_episode`: keeps what the dataset stores of each step."""
+    """The on_step callback of `agents.rollout.play_episode`: keeps what the dataset stores of each step."""
 
     def __init__(self, spec: GameSpec, action_space: gym.Space):
         self.codec = spec.codec
@@ -174,7 +166,8 @@ class DatasetWriter:
         data = self.out / DATA_DIR
         if foreign or (data.exists() and not self.metadata_path.exists()):
             raise UserError(
-                f"{self.out} is not empty and holds no collected dataset ({', '.join(foreign) or DATA_DIR}): choose a new folder with out="
+                f"{self.out} is not empty and holds no collected dataset ({', '.join(foreign) or DATA_DIR}): "
+                "choose a new folder with out="
             )
 
     def _existing_is_ours(self, overwrite: bool) -> bool:
@@ -192,12 +185,16 @@ class DatasetWriter:
             if overwrite:
                 return False
             what = (
-                f"{self.out} holds {stored['game']} episodes of {stored['policy_id']} (agent sha256 {stored['policy_sha256']}); "
+                f"{self.out} holds {stored['game']} episodes of {stored['policy_id']} "
+                f"(agent sha256 {stored['policy_sha256']}); "
                 f"this run plays {self.identity['game']} with {self.identity['policy_id']} "
                 f"(agent sha256 {self.identity['policy_sha256']})"
             )
             if stored | {"action_names": None} == self.identity | {"action_names": None}:
-                what = f"{self.out} holds action codes of other action words than {self.identity['game']}'s (its codec changed)"
+                what = (
+                    f"{self.out} holds action codes of other action words than {self.identity['game']}'s "
+                    "(its codec changed)"
+                )
             raise UserError(f"{what}: choose another out= or pass overwrite=true to replace it")
         return True
 
@@ -274,10 +271,7 @@ class DatasetWriter:
         self.metadata[VLMPLAY_KEY]["episodes"] = [
             {"seed": e.seed, "length": e.length, "return": e.episode_return, "crc32": e.crc32} for e in self.episodes
         ]
-        self.staging.mkdir(exist_ok=True)
-        temporary = self.staging / METADATA_FILE
-        temporary.write_text(json.dumps(self.metadata))
-        os.replace(temporary, self.metadata_path)
+        write_json_atomically(self.metadata_path, self.metadata, indent=None, tmp_dir=self.staging)
 
 
 def dataset_size_mb(folder: Path) -> float:

@@ -325,12 +325,9 @@ class FastCarRacing(CarRacing):
         points = np.stack([xs[keep], ys[keep]], axis=-1).tolist()
         n_grass = len(GRASS_POLYGONS)
         for i, poly in zip(candidates[keep].tolist(), points):
-            if i < n_grass:
-                color = self.grass_color
-            else:
-                # Read now: tile colours change in place when the car
-                # touches a tile.
-                color = [int(c) for c in self.road_poly[i - n_grass][1]]
+            # Read now: tile colours change in place when the car
+            # touches a tile.
+            color = self.grass_color if i < n_grass else [int(c) for c in self.road_poly[i - n_grass][1]]
             gfxdraw.aapolygon(canvas, poly, color)
             gfxdraw.filled_polygon(canvas, poly, color)
 

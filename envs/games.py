@@ -1,13 +1,17 @@
-"""One GameSpec per game: env id, the expert's env pipeline, the frames the VLM sees, instruction, codec."""
+"""One GameSpec per game: everything that makes a game, and the only place its words are written.
+
+The env id, the expert's env pipeline and folder, the frames a VLM sees, the action codec (discrete
+codes <-> env actions <-> action words) and the game's objective and tips (which `vlm.prompts` turns
+into the paper's instruction). A new game is one GameSpec here plus its expert folder. This module
+imports no gymnasium: training processes read game specs too.
+"""
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import REPO_ROOT
+from core.errors import UserError
 from envs.codec import DiscreteCodec, GridCodec
-from envs.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPERTS_DIR = REPO_ROOT / "experts"
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,6 @@ class GameSpec:
     # bring no config.yml (random, VLM) play in this pipeline, so every policy sees the same game.
     pipeline: dict = field(hash=False)
     default_expert: str  # RL-Zoo3 experiment folder, relative to the repo root
-    default_vlm: str | None = None  # the shipped tiny VLM checkpoint folder that plays it, if one imitates it
     env_aliases: tuple[str, ...] = ()  # other env ids that are the same game (e.g. a faster twin)
 
     @property
@@ -33,16 +36,8 @@ class GameSpec:
         return self.codec.names
 
     @property
-    def instruction(self) -> str:
-        return f"{self.objective} Tips: {self.tips} Action Space: {', '.join(self.action_names)}."
-
-    @property
     def default_expert_path(self) -> Path:
         return REPO_ROOT / self.default_expert
-
-    @property
-    def default_vlm_path(self) -> Path | None:
-        return None if self.default_vlm is None else REPO_ROOT / self.default_vlm
 
     def play_env_id(self, fast: bool) -> str:
         """The env to play in: the faster twin where there is one and `fast` asks for it."""
@@ -89,7 +84,6 @@ CARRACING = GameSpec(
         "normalize": "{'norm_obs': False, 'norm_reward': True}",
     },
     default_expert="experts/ppo_lstm/CarRacing-v3_1",
-    default_vlm="checkpoints/game_carracing",
     env_aliases=("CarRacingFast-v3",),
 )
 
@@ -111,7 +105,6 @@ SPACEINVADERS = GameSpec(
     ),
     pipeline={"env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"], "frame_stack": 4},
     default_expert="experts/ppo/SpaceInvadersNoFrameskip-v4_1",
-    default_vlm="checkpoints/game_spaceinvaders",
 )
 
 GAMES = {spec.name: spec for spec in (CARRACING, SPACEINVADERS)}

@@ -1,16 +1,34 @@
-"""The env a policy plays in: RL-Zoo3's test-time pipeline, rebuilt from a config.yml, with a frame tap."""
+"""The env a policy plays in: RL-Zoo3's test-time pipeline, rebuilt from a config.yml, with a frame tap.
+
+Importing this module registers the ALE games and CarRacingFast-v3 with Gymnasium.
+"""
 
 import copy
+import functools
 from pathlib import Path
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
-from envs.errors import UserError
+from core.errors import UserError
+from envs.fast_car_racing import register_fast_car_racing
 from envs.games import GameSpec
+from envs.zoo import VECNORMALIZE_FILE
+
+gym.register_envs(ale_py)
+register_fast_car_racing()
+
+
+@functools.cache
+def action_space(env_id: str) -> gym.Space:
+    """The action space of a registered env (built once per process)."""
+    env = gym.make(env_id)
+    env.close()
+    return env.action_space
 
 
 class FrameTap(gym.Wrapper):
@@ -81,15 +99,15 @@ def make_play_env(
     venv = make_vec_env(env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv)
     kwargs = normalize_kwargs(pipeline)
     if kwargs is not None:
-        stats = stats_dir / "vecnormalize.pkl" if stats_dir is not None else None
+        stats = stats_dir / VECNORMALIZE_FILE if stats_dir is not None else None
         if stats is not None and stats.is_file():
             venv = VecNormalize.load(str(stats), venv)
             venv.training = False
             venv.norm_reward = False
         elif kwargs.get("norm_obs", True):
             raise UserError(
-                f"this pipeline normalises observations but {stats or 'no vecnormalize.pkl'} was given: "
-                "use the expert folder that rl_zoo3.train wrote, which holds ENV/vecnormalize.pkl"
+                f"this pipeline normalises observations but {stats or 'no ' + VECNORMALIZE_FILE} was given: "
+                f"use the expert folder that rl_zoo3.train wrote, which holds ENV/{VECNORMALIZE_FILE}"
             )
     if pipeline.get("frame_stack"):
         venv = VecFrameStack(venv, int(pipeline["frame_stack"]))

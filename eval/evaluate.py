@@ -1,7 +1,5 @@
 """Seeded evaluation of any Policy: returns table, results.json, one MP4 per episode."""
 
-import json
-import os
 import platform
 import time
 from importlib.metadata import version
@@ -12,20 +10,12 @@ import numpy as np
 from tqdm import tqdm
 
 from agents import Policy
-from envs import GameSpec, UserError
-from eval.rollout import EpisodeResult, Step, play_episode
+from agents.rollout import EpisodeResult, Step, play_episode
+from core.files import check_writable, write_json_atomically
+from envs.games import GameSpec
 
 VIDEO_MIN_SIDE = 384  # small game frames are upscaled (nearest) to at least this many pixels
 PACKAGES = ("vlmplay", "torch", "gymnasium", "ale-py", "stable-baselines3", "sb3-contrib", "rl_zoo3", "transformers")
-
-
-def check_writable(out: Path) -> None:
-    """Refuse an output folder that cannot be written, before anything is played or written."""
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"cannot write results to {out}: {existing} is not a writable folder; choose another with out=")
 
 
 def package_versions() -> dict[str, str]:
@@ -101,9 +91,7 @@ def evaluate(
     if policy_report:
         report["policy_report"] = policy_report
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / "results.json.tmp"
-    temporary.write_text(json.dumps(report, indent=2))
-    temporary.replace(out / "results.json")
+    write_json_atomically(out / "results.json", report)
     print(format_table(policy.policy_id, spec.name, results))
     for key, value in report.get("policy_report", {}).items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")

@@ -11,22 +11,22 @@ answers are decoded greedily.
 """
 
 import copy
-import json
 import time
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from envs import UserError, exit_on_user_error
-from eval.evaluate import check_writable
-from train.data import ImageSources, parse_seeds
-from train.packing import common_prefix_length
-from vlm import VLM, encode, prompts
+from collect.sources import ImageSources
+from core.cli import command
+from core.errors import UserError
+from core.files import check_writable, write_json_atomically
+from core.seeds import parse_seeds
+from vlm import VLM, common_prefix_length, encode, prompts
+from vlm.decoding import greedy_continue
 
 SIZE = prompts.RECONSTRUCT_SIZE
 MAX_ANSWER_TOKENS = 16  # "[255,255,255]" and eos are 14 tokens with digits split one by one
@@ -109,23 +109,8 @@ class Reconstructor:
         logits = model.llm(
             input_ids=rows, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
         ).logits[:, -1]
-        done = torch.zeros(n, dtype=torch.bool, device=model.device)
-        generated = []
-        for step in range(MAX_ANSWER_TOKENS):
-            token = torch.where(done, tokenizer.pad_token_id, logits.argmax(-1))  # [n]
-            generated.append(token)
-            done |= token == tokenizer.eos_token_id
-            if done.all() or step == MAX_ANSWER_TOKENS - 1:
-                break
-            position = torch.full((n, 1), self.prefix_length + length + step, device=model.device)
-            logits = model.llm(
-                input_ids=token[:, None], position_ids=position, past_key_values=cache, use_cache=True
-            ).logits[:, -1]
-        texts = []
-        for row in torch.stack(generated, dim=1).tolist():
-            row = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
-            texts.append(tokenizer.decode(row, skip_special_tokens=True))
-        return texts
+        next_positions = torch.full((n,), self.prefix_length + length, device=model.device)
+        return greedy_continue(model.llm, tokenizer, logits, cache, next_positions, MAX_ANSWER_TOKENS)
 
 
 def side_by_side(target: np.ndarray, prediction: np.ndarray) -> Image.Image:
@@ -169,8 +154,7 @@ def evaluate_reconstruction(
     }
 
 
-@hydra.main(config_path="../configs", config_name="reconstruct", version_base="1.3")
-@exit_on_user_error
+@command("reconstruct")
 def main(cfg: DictConfig) -> None:
     if cfg.checkpoint is None or cfg.images is None:
         raise UserError(
@@ -186,7 +170,7 @@ def main(cfg: DictConfig) -> None:
     model = VLM.from_pretrained(str(Path(cfg.checkpoint).expanduser())).eval()
     result = evaluate_reconstruction(model, sources, int(cfg.n), int(cfg.seed), int(cfg.batch), out, bool(cfg.progress))
     result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": seeds, **result}
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    write_json_atomically(out / "results.json", result)
     print(
         f"RE x100 = {result['mean_re']:.2f} over {cfg.n} images ({result['questions']} questions, "
         f"{result['questions_per_s']} questions/s); PNGs (ground truth | reconstruction) and results.json in {out}"

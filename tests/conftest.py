@@ -26,7 +26,7 @@ def tiny_carracing_expert(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_expert")
     out = root / "ppo_lstm" / "CarRacing-v3_1"
     result = run_module(
-        "collect.train_expert",
+        "experts.train",
         "game=carracing",
         "algo=ppo_lstm",
         "steps=128",

@@ -3,9 +3,12 @@ import shutil
 import numpy as np
 import pytest
 
-from agents import ExpertPolicy, Observation
-from envs import UserError, get_game, make_play_env
-from eval.rollout import play_episode
+from agents import Observation
+from agents.expert_policy import ExpertPolicy
+from agents.rollout import play_episode
+from core.errors import UserError
+from envs import get_game
+from envs.pipeline import make_play_env
 
 SPACEINVADERS = get_game("spaceinvaders")
 

@@ -279,8 +279,10 @@ EXPERT_STEPS = 300
 @pytest.mark.parametrize("seed", EXPERT_SEEDS)
 def test_expert_pipeline_identical(seed, tiny_carracing_expert):
     """A real RL-Zoo3 agent, in its own wrapper pipeline, sees and earns the same in both envs."""
-    from agents import ExpertPolicy, Observation
-    from envs import frame_tap, get_game, make_play_env
+    from agents import Observation
+    from agents.expert_policy import ExpertPolicy
+    from envs import get_game
+    from envs.pipeline import frame_tap, make_play_env
 
     spec = get_game("carracing")
 

@@ -12,15 +12,15 @@ from conftest import REPO_ROOT, run_module
 from safetensors.torch import load_file
 from test_train import MICRO, MICRO_OVERRIDES, compose_train
 
-from agents.vlm_policy import VLMPolicy
+from agents.vlm_policy import VLMPolicy, game_prompt
 from collect.dataset import CollectedDataset
-from envs import UserError
+from collect.sources import ImageSources
+from core.errors import UserError
+from core.runs import FINAL_DIR, SUMMARY_FILE
 from envs.games import SPACEINVADERS
 from train.__main__ import main as train_main
-from train.checkpoint import FINAL_DIR, SUMMARY_FILE
-from train.data import ImageSources
 from train.tasks import build_tasks
-from train.validate import CONFUSION_PNG, VALIDATION_FILE
+from train.tasks.game import CONFUSION_PNG, VALIDATION_FILE
 from vlm import VLM, VLMConfig
 
 TRAIN_SEED, VAL_SEED = 4, 5  # expert SpaceInvaders episodes of ~720 and ~550 steps
@@ -66,7 +66,7 @@ def test_held_out_episodes_are_never_trained_on(expert_data):
     sources = ImageSources([str(expert_data)], held_out=[VAL_SEED])
     tasks, _ = build_tasks({"game": {"ratio": 1.0, "batch_size": 2}}, sources, "spaceinvaders")
     assert [d.seeds for d in sources.datasets] == [[TRAIN_SEED]]
-    assert [d.seeds for d in tasks["game"][0].datasets] == [[TRAIN_SEED]]
+    assert [d.seeds for d in tasks["game"].task.datasets] == [[TRAIN_SEED]]
     with pytest.raises(UserError, match="none of the tasks"):
         build_tasks({"game": {"ratio": 1.0, "batch_size": 2}}, sources, "carracing")  # game= picks the game's datasets
 
@@ -74,7 +74,7 @@ def test_held_out_episodes_are_never_trained_on(expert_data):
 def test_game_batches_put_the_loss_on_the_action_word_only(expert_data):
     model = VLM.from_config(VLMConfig.preset("tiny", **MICRO))
     tasks, _ = build_tasks({"game": {"ratio": 1.0, "batch_size": 4}}, ImageSources([str(expert_data)]), "spaceinvaders")
-    batch = tasks["game"][0].batch(model, np.random.default_rng(0), 4)
+    batch = tasks["game"].task.batch(model, np.random.default_rng(0), 4)
     for labels in batch["labels"]:
         answer = [t for t in labels.tolist() if t >= 0]
         assert answer[-1] == model.tokenizer.eos_token_id
@@ -141,10 +141,10 @@ def test_instruction_none_is_trained_recorded_and_played(expert_data, tmp_path):
     model = VLM.from_pretrained(str(final))
     assert model.config.game_instruction == "none"
     assert (
-        model.game_prompt(SPACEINVADERS)
+        game_prompt(model.config, SPACEINVADERS)
         == "<Img><ImageHere></Img>" * 4 + " [spaceinvaders] choose an action from Action Space: "
     )
-    assert VLMPolicy(final, SPACEINVADERS).prompt == model.game_prompt(SPACEINVADERS)
+    assert VLMPolicy(final, SPACEINVADERS).prompt == game_prompt(model.config, SPACEINVADERS)
     with pytest.raises(ValueError, match="game_instruction"):
         VLMConfig(game_instruction="short")
 

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from envs import GAMES, UserError, get_game
+from core.errors import UserError
+from envs import GAMES, get_game
+from vlm import prompts
 
 
 def test_unknown_game_names_the_choices():
@@ -37,4 +39,4 @@ def test_action_words_are_distinct_plain_words_listed_in_the_instruction(name):
     assert len(set(spec.action_names)) == len(spec.action_names)
     for word in spec.action_names:
         assert word.replace("_", "").isalnum()
-        assert word in spec.instruction
+        assert word in prompts.game_instruction(spec.objective, spec.tips, spec.action_names)

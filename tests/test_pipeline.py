@@ -1,6 +1,7 @@
 import numpy as np
 
-from envs import frame_tap, get_game, make_play_env
+from envs import get_game
+from envs.pipeline import frame_tap, make_play_env
 
 
 def test_spaceinvaders_pipeline_is_the_zoo_pipeline_with_raw_frames():

@@ -7,22 +7,10 @@ import pytest
 from conftest import REPO_ROOT, run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from test_train import MICRO
 
 from eval.reconstruct import PNG_UPSCALE, Reconstructor, main, reconstruction_error, worst_answers
 from vlm import VLM, VLMConfig, prompts
-
-MICRO = dict(
-    llm_hidden_size=64,
-    llm_intermediate_size=128,
-    llm_layers=2,
-    llm_heads=2,
-    vision_hidden_size=48,
-    vision_intermediate_size=96,
-    vision_layers=1,
-    vision_heads=2,
-    lora_r=4,
-    fourier_features=16,
-)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 import numpy as np
 
-from agents import ExpertPolicy, RandomPolicy
+from agents.expert_policy import ExpertPolicy
+from agents.random_policy import RandomPolicy
+from agents.rollout import play_episode
 from agents.takeover import TakeoverPolicy
 from envs.games import CARRACING
-from eval.rollout import play_episode
 
 SEED = 100000
 K = 40

@@ -18,13 +18,17 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from safetensors.torch import load_file
 
-from envs import UserError
+from collect.sources import ImageSources, open_collected
+from core.errors import UserError
+from core.runs import FINAL_DIR, SUMMARY_FILE
+from core.seeds import parse_seeds
 from train.__main__ import main as train_main
-from train.checkpoint import FINAL_DIR, SUMMARY_FILE, checkpoints
-from train.data import ImageSources, open_collected, parse_seeds
+from train.checkpoint import checkpoints
 from train.loop import weights_sha256
 from train.packing import pack, packed_loss
-from train.tasks import GameTask, PVPTask, TaskMixer, pvp_question
+from train.tasks import TaskMixer
+from train.tasks.game import GameTask
+from train.tasks.pvp import PVPTask, pvp_question
 from vlm import VLM, VLMConfig
 
 # The tiny preset shrunk further so a training step takes milliseconds; same code paths.
@@ -225,7 +229,7 @@ def test_three_stages_chain_and_freeze_what_the_paper_freezes(image_folder, tmp_
         overrides += stage_override(stage, steps=2, save_every=1, warmup_steps=1) + small_pvp(stage)
     train_main.__wrapped__(compose_train(*overrides))
     out = capsys.readouterr().out
-    assert "game left out: no dataset an expert played" in out  # stage 3 mixes in only the tasks that have data
+    assert "game left out: no dataset played by expert" in out  # stage 3 mixes in only the tasks that have data
 
     run = tmp_path / "chain"
     summaries = {

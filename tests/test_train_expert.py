@@ -6,7 +6,7 @@ import torch
 from conftest import TINY_PPO_HYPERPARAMS, run_module
 from stable_baselines3 import PPO
 
-from collect.learning_curve import plot_learning_curve, read_monitors
+from experts.learning_curve import plot_learning_curve, read_monitors
 
 
 def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
@@ -20,9 +20,9 @@ def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
         f"out={tmp_path / 'ppo' / 'CarRacing-v3_1'}",
         TINY_PPO_HYPERPARAMS,
     ]
-    first = run_module("collect.train_expert", "steps=64", *common)
+    first = run_module("experts.train", "steps=64", *common)
     assert first.returncode == 0, first.stderr
-    second = run_module("collect.train_expert", "steps=128", *common)
+    second = run_module("experts.train", "steps=128", *common)
     assert second.returncode == 0, second.stderr
     assert "64 of 128 steps done" in second.stdout
 
@@ -41,7 +41,9 @@ def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
 
 
 def write_monitor(path, t_start, rows):
-    lines = [f'#{{"t_start": {t_start}, "env_id": "CarRacing-v3"}}', "r,l,t"] + [f"{r},{l},{t}" for r, l, t in rows]
+    lines = [f'#{{"t_start": {t_start}, "env_id": "CarRacing-v3"}}', "r,l,t"] + [
+        f"{r},{length},{t}" for r, length, t in rows
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -63,7 +65,7 @@ def test_learning_curve_without_finished_episodes_writes_nothing(tmp_path):
 def test_export_is_policy_only_and_continues_with_init(tmp_path):
     common = ["game=carracing", "algo=ppo", "fast_env=false", "save_every=64", "progress=false", TINY_PPO_HYPERPARAMS]
     first_out = tmp_path / "first" / "CarRacing-v3_1"
-    first = run_module("collect.train_expert", "steps=64", f"run_dir={tmp_path / 'a'}", f"out={first_out}", *common)
+    first = run_module("experts.train", "steps=64", f"run_dir={tmp_path / 'a'}", f"out={first_out}", *common)
     assert first.returncode == 0, first.stderr
     agent = first_out / "CarRacing-v3.zip"
     with zipfile.ZipFile(agent) as archive:
@@ -77,7 +79,7 @@ def test_export_is_policy_only_and_continues_with_init(tmp_path):
     )  # a finished training episode of the first run
     second_out = tmp_path / "second" / "CarRacing-v3_1"
     second = run_module(
-        "collect.train_expert", "steps=128", f"init={agent}", f"run_dir={tmp_path / 'b'}", f"out={second_out}", *common
+        "experts.train", "steps=128", f"init={agent}", f"run_dir={tmp_path / 'b'}", f"out={second_out}", *common
     )
     assert second.returncode == 0, second.stderr
     assert "64 of 128 steps done" in second.stdout

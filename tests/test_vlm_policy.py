@@ -9,7 +9,9 @@ from conftest import run_module
 
 from agents import Observation, load_policy
 from agents.vlm_policy import VLMPolicy
-from envs import UserError, frame_tap, get_game, make_play_env
+from core.errors import UserError
+from envs import get_game
+from envs.pipeline import frame_tap, make_play_env
 from vlm import VLM, VLMConfig
 
 STEPS = 12
@@ -68,7 +70,7 @@ def test_missing_or_wrong_checkpoint_is_one_clear_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
-    unshipped = dataclasses.replace(get_game("spaceinvaders"), default_vlm=None)  # a game no checkpoint ships for
+    unshipped = dataclasses.replace(get_game("spaceinvaders"), name="unshipped")  # a game no checkpoint ships for
     with pytest.raises(UserError, match="checkpoint="):
         load_policy("vlm", unshipped)
 

@@ -9,10 +9,9 @@ from rl_zoo3.utils import create_test_env, get_saved_hyperparams
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import set_random_seed
 
-from agents import ExpertPolicy
-from agents.expert import EVAL_CUSTOM_OBJECTS
+from agents.expert_policy import EVAL_CUSTOM_OBJECTS, ExpertPolicy
+from agents.rollout import play_episode
 from envs import get_game
-from eval.rollout import play_episode
 
 SPEC = get_game("spaceinvaders")
 ENV_ID = "SpaceInvadersNoFrameskip-v4"

@@ -1,35 +1,27 @@
-"""Stage folders: periodic checkpoints (model + trainer state) written atomically, the final model, a summary.
+"""Stage folders (the layout is core.runs'): periodic checkpoints (model + trainer state), the final model, a summary.
 
     <stage>/checkpoint-<step>/   VLM.save_pretrained files + trainer_state.pt (optimizer, scheduler, step)
     <stage>/final/               the stage's trained model; its presence marks the stage as done
     <stage>/summary.json         steps, samples, wall time, throughput, last losses
     <stage>/tb/                  TensorBoard scalars
 
-Every folder is written under a temporary name and renamed into place, so a kill at any moment
-leaves the previous checkpoint intact; a resumed run loses at most the steps since it.
+Every file and folder is written under a temporary name and renamed into place (core.files), so a kill at
+any moment leaves the previous checkpoint intact; a resumed run loses at most the steps since it.
 """
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model
 
+from core import files
+from core.runs import SUMMARY_FILE, checkpoint_dir, checkpoint_step, final_dir
 from vlm import VLM
 from vlm.model import WEIGHTS_FILE
 
-CHECKPOINT_PREFIX = "checkpoint-"
-FINAL_DIR = "final"
-SUMMARY_FILE = "summary.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
-TMP_SUFFIX = ".tmp"
-_CHECKPOINT = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)$")
-
-
-def final_dir(stage_dir: Path) -> Path:
-    return stage_dir / FINAL_DIR
 
 
 def is_done(stage_dir: Path) -> bool:
@@ -41,38 +33,28 @@ def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
     if not stage_dir.is_dir():
         return []
     found = [
-        (int(m.group(1)), p)
-        for p in stage_dir.iterdir()
-        if (m := _CHECKPOINT.match(p.name)) and (p / TRAINER_STATE_FILE).is_file()
+        (step, path)
+        for path in stage_dir.iterdir()
+        if (step := checkpoint_step(path)) is not None and (path / TRAINER_STATE_FILE).is_file()
     ]
     return sorted(found)
 
 
 def clean_partial(stage_dir: Path) -> None:
     """Remove what a killed run was writing when it died."""
-    if stage_dir.is_dir():
-        for path in stage_dir.glob(f"*{TMP_SUFFIX}"):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def _write_atomically(target: Path, write) -> None:
-    tmp = target.with_name(target.name + TMP_SUFFIX)
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    files.clean_partial(stage_dir)
 
 
 def save_checkpoint(stage_dir: Path, model: VLM, trainer_state: dict) -> Path:
     """Write checkpoint-<step>, then delete the older ones."""
     step = trainer_state["step"]
-    target = stage_dir / f"{CHECKPOINT_PREFIX}{step}"
+    target = checkpoint_dir(stage_dir, step)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp))
         torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
 
-    _write_atomically(target, write)
+    files.write_atomically(target, write)
     for old_step, path in checkpoints(stage_dir):
         if old_step != step:
             shutil.rmtree(path)
@@ -86,10 +68,8 @@ def load_checkpoint(path: Path, model: VLM) -> dict:
 
 
 def save_final(stage_dir: Path, model: VLM, summary: dict) -> None:
-    _write_atomically(final_dir(stage_dir), lambda tmp: model.save_pretrained(str(tmp)))
-    tmp = stage_dir / (SUMMARY_FILE + TMP_SUFFIX)
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.rename(stage_dir / SUMMARY_FILE)
+    files.write_atomically(final_dir(stage_dir), lambda tmp: model.save_pretrained(str(tmp)))
+    files.write_json_atomically(stage_dir / SUMMARY_FILE, summary)
     for _, path in checkpoints(stage_dir):
         shutil.rmtree(path)
 

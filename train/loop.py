@@ -21,10 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from envs import UserError
+from core.errors import UserError
 from train import checkpoint
-from train.packing import packed_loss
-from train.tasks import TaskMixer
+from train.tasks import StageTask, Task, TaskMixer
 from vlm import VLM
 
 MIX_STREAM, DATA_STREAM = 0, 1  # independent random streams per step: task choice (all ranks), data (per rank)
@@ -86,16 +85,14 @@ def start_distributed(seed: int, precision: str, progress: bool) -> Runtime:
 
 
 class Objective(nn.Module):
-    """The loss of one batch of any task; DDP wraps this so its hooks see every forward."""
+    """The loss of one batch of any task (the task computes it); DDP wraps this so its hooks see every forward."""
 
     def __init__(self, model: VLM):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        if "segments" in batch:
-            return packed_loss(self.model, batch)
-        return self.model(**batch).loss
+    def forward(self, task: Task, batch: dict) -> torch.Tensor:
+        return task.loss(self.model, batch)
 
 
 def cosine_with_warmup(stage: StageConfig):
@@ -116,9 +113,9 @@ def weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, runtime: Runtime) -> dict:
+def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], stage_dir: Path, runtime: Runtime) -> dict:
     """Train `model` in place for stage.steps optimizer steps, resuming from the latest checkpoint in
-    stage_dir; write the final model and summary there. tasks: {name: (task, batch_size, ratio)}."""
+    stage_dir; write the final model and summary there."""
     unknown = sorted(set(stage.trainable) - set(model.parameter_groups()))
     if unknown:
         raise UserError(
@@ -133,7 +130,7 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
     if runtime.world_size > 1:
         # Unused parameters differ between tasks (e.g. the visual prompt encoder), hence find_unused_parameters.
         objective = DistributedDataParallel(objective, find_unused_parameters=True)
-    mixer = TaskMixer({name: ratio for name, (_, _, ratio) in tasks.items()})
+    mixer = TaskMixer({name: stage_task.ratio for name, stage_task in tasks.items()})
 
     if runtime.is_main:
         checkpoint.clean_partial(stage_dir)
@@ -170,13 +167,13 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict, stage_dir: Path, ru
         samples, step_losses = 0, {}
         for micro in range(stage.grad_accum):
             name = mixer.pick(mix_rng)
-            task, batch_size, _ = tasks[name]
+            task, batch_size = tasks[name].task, tasks[name].batch_size
             batch = task.batch(model, data_rng, batch_size)
             last_micro = micro == stage.grad_accum - 1
             sync = contextlib.nullcontext() if last_micro or runtime.world_size == 1 else objective.no_sync()
             with sync:
                 with autocast:
-                    loss = objective(batch)
+                    loss = objective(task, batch)
                 (loss / stage.grad_accum).backward()
             step_losses.setdefault(name, []).append(loss.item())
             samples += batch_size * runtime.world_size

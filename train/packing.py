@@ -10,17 +10,9 @@ and the prefix cost one pass instead of one per question.
 import torch
 import torch.nn.functional as F
 
-from vlm import IGNORE_INDEX, VLM, encode
+from vlm import IGNORE_INDEX, VLM, common_prefix_length, encode
 
 PAD_SEGMENT, PREFIX_SEGMENT = -1, 0  # segment ids: question j of a row is segment j + 1
-
-
-def common_prefix_length(sequences: list[list[int]]) -> int:
-    length = min(len(s) for s in sequences)
-    for i in range(length):
-        if any(s[i] != sequences[0][i] for s in sequences[1:]):
-            return i
-    return length
 
 
 def pack_row(encoded: list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int], list[int], list[int]]:

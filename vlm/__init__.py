@@ -7,7 +7,15 @@ from vlm.config import PRESETS, TRAINING_STAGES, VLMConfig, resolve_attn_impleme
 from vlm.frame_cache import FrameCache
 from vlm.model import VLM
 from vlm.prompt_encoder import KIND_BOX, KIND_POINT, jitter_box, normalize_box, normalize_point
-from vlm.tokenizer import IGNORE_INDEX, IMAGE_TOKEN_ID, PROMPT_TOKEN_ID, build_tokenizer, encode, load_tokenizer
+from vlm.tokenizer import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN_ID,
+    PROMPT_TOKEN_ID,
+    build_tokenizer,
+    common_prefix_length,
+    encode,
+    load_tokenizer,
+)
 from vlm.vision import preprocess_images
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "VLMConfig",
     "build_tokenizer",
     "collate",
+    "common_prefix_length",
     "encode",
     "jitter_box",
     "load_tokenizer",

@@ -15,10 +15,10 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from vlm import prompts as prompt_templates
 from vlm.choice import AnswerTree, Choice, ChoiceLayout, layout
 from vlm.collate import collate, pad_sequences
 from vlm.config import VLMConfig, resolve_attn_implementation
+from vlm.decoding import greedy_continue
 from vlm.llm import add_lora, build_llm, llm_from_config
 from vlm.projector import Projector
 from vlm.prompt_encoder import VisualPromptEncoder
@@ -157,11 +157,6 @@ class VLM(nn.Module):
 
     def collate(self, samples: list[dict], padding_side: str = "right") -> dict[str, torch.Tensor]:
         return collate(samples, self.tokenizer, self.num_image_tokens, self.config.num_prompt_slots, padding_side)
-
-    def game_prompt(self, spec) -> str:
-        """The game template for spec (an envs.GameSpec), with the instruction this model was trained with."""
-        instruction = spec.instruction if self.config.game_instruction == "paper" else ""
-        return prompt_templates.game_prompt(spec.n_stack, instruction, spec.name)
 
     # ---- forward -------------------------------------------------------------------------------
 
@@ -323,29 +318,7 @@ class VLM(nn.Module):
             logits_to_keep=1,
         )
         logits, cache = out.logits[:, -1], out.past_key_values  # [B, V]
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        next_position = mask.sum(-1)  # [B]
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-        generated = []
-        for step in range(max_new_tokens):
-            token = torch.where(done, pad, logits.argmax(-1))  # [B]
-            generated.append(token)
-            done |= token == eos
-            if done.all() or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            logits = self.llm(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=(next_position + step)[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            ).logits[:, -1]
-        texts = []
-        for row in torch.stack(generated, dim=1).tolist():
-            row = row[: row.index(eos)] if eos in row else row
-            texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
-        return texts
+        return greedy_continue(self.llm, self.tokenizer, logits, cache, mask.sum(-1), max_new_tokens, mask)
 
 
 def _fill(embeds: torch.Tensor, slots: torch.Tensor, values: torch.Tensor, what: str) -> torch.Tensor:

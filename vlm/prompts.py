@@ -62,6 +62,11 @@ def parse_mask(text: str) -> int | None:
 GAME_INSTRUCTIONS = ("paper", "none")  # VLMConfig.game_instruction
 
 
+def game_instruction(objective: str, tips: str, action_names) -> str:
+    """PAE-LaMM's game instruction: the objective, tips and the action space, from a game's own words."""
+    return f"{objective} Tips: {tips} Action Space: {', '.join(action_names)}."
+
+
 def game_prompt(num_frames: int, instruction: str, game_id: str) -> str:
     """One image block per stacked frame (oldest first), then the instruction (if any) and game id."""
     text = " ".join(part for part in (instruction, f"[{game_id}]") if part)

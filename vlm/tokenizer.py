@@ -21,14 +21,11 @@ IGNORE_INDEX = -100  # label of tokens without loss
 
 _MARKERS = re.compile(f"({re.escape(prompts.IMAGE_MARKER)}|{re.escape(prompts.PROMPT_MARKER)})")
 
-# Words the game templates and action spaces commonly use; callers add their own texts
-# (game instructions, referring phrases, object labels) through build_tokenizer(extra_texts).
+# Common words of task templates and instructions. No game's words: every game's instruction and action
+# words come from its GameSpec through build_tokenizer(extra_texts), as do referring phrases and labels.
 _BASE_WORDS = (
-    "left right straight hardleft hardright gas coast brake accelerate steer turn up down stop wait jump shoot fire move noop "
-    "NOOP FIRE RIGHT LEFT UP DOWN RIGHTFIRE LEFTFIRE UPFIRE DOWNFIRE "
-    "the a an of to and or in on at is are be you your it its this that with for from as by not do "
-    "game player score points reward car road track tile grass lane speed ship alien aliens enemy "
-    "bullet shield laser invaders lives level objective tips action actions space image frame object"
+    "left right up down the a an of to and or in on at is are be you your it its this that with for from as by "
+    "not do game player score points reward objective tips action actions space image frame object"
 )
 
 
@@ -48,7 +45,7 @@ def _training_corpus(extra_texts) -> list[str]:
     for kind in prompts.PROMPT_NAMES:
         labels = [f"object {i}" for i in range(_CORPUS_PROMPT_SLOTS)]
         corpus.append(prompts.visual_prompt_question(kind) + prompts.visual_prompt_answer(labels, kind))
-    corpus.append(prompts.game_prompt(4, "Play the game well.", "game") + "NOOP")
+    corpus.append(prompts.game_prompt(4, "Play the game well.", "game") + "action")
     return corpus + list(extra_texts)
 
 
@@ -81,6 +78,15 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     return tokenizer
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all the sequences share."""
+    length = min(len(s) for s in sequences)
+    for i in range(length):
+        if any(s[i] != sequences[0][i] for s in sequences[1:]):
+            return i
+    return length
 
 
 def encode_answer(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:

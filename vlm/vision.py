@@ -57,7 +57,8 @@ def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisio
     if config.vision_path is not None:
         if config.vision_stem != "patch":
             raise ValueError(
-                f"vision_stem={config.vision_stem!r} would replace the pretrained tower's patch embedding; use 'patch' with vision_path"
+                f"vision_stem={config.vision_stem!r} would replace the pretrained tower's patch embedding; "
+                "use 'patch' with vision_path"
             )
         check_local_dir(config.vision_path, "vision_path")
         return CLIPVisionModel.from_pretrained(

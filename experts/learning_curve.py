@@ -1,6 +1,6 @@
 """Return vs training steps of an RL-Zoo3 agent, from the Monitor files of its training envs.
 
-python -m collect.learning_curve experts/ppo/SpaceInvadersNoFrameskip-v4_1   # writes learning_curve.png there
+python -m experts.learning_curve experts/ppo/SpaceInvadersNoFrameskip-v4_1   # writes learning_curve.png there
 """
 
 import json
@@ -13,8 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from core.files import write_atomically
+from envs.zoo import MONITOR_GLOB
+
 SMOOTHING_EPISODES = 50  # rolling mean over this many training episodes
-MONITOR_GLOB = "*.monitor.csv"
 CURVE_FILE = "learning_curve.png"
 
 
@@ -54,14 +56,14 @@ def plot_learning_curve(folder: Path, title: str) -> Path | None:
     ax.legend()
     fig.tight_layout()
     out = folder / CURVE_FILE
-    fig.savefig(out, dpi=100)
+    write_atomically(out, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return out
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m collect.learning_curve <RL-Zoo3 agent folder with *.monitor.csv>")
+        sys.exit("usage: python -m experts.learning_curve <RL-Zoo3 agent folder with *.monitor.csv>")
     agent = Path(sys.argv[1])
     curve = plot_learning_curve(agent, agent.name)
     print(f"wrote {curve}" if curve else f"no finished training episodes in {agent}/{MONITOR_GLOB}")

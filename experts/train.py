@@ -1,6 +1,6 @@
 """Train an RL-Zoo3 expert with the zoo's own hyperparameters, resumably.
 
-    python -m collect.train_expert game=carracing algo=ppo_lstm steps=4000000
+    python -m experts.train game=carracing algo=ppo_lstm steps=4000000
 
 rl_zoo3 builds the envs, hyperparameters and model; this module adds what a 2-core machine needs:
 a checkpoint (model + VecNormalize stats) every `save_every` steps in a run folder outside the work
@@ -16,7 +16,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import hydra
 import rl_zoo3
 import torch
 import yaml
@@ -24,27 +23,41 @@ from omegaconf import DictConfig, OmegaConf
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback
 
-from collect.learning_curve import MONITOR_GLOB, plot_learning_curve, read_monitors
-from envs import REPO_ROOT, UserError, exit_on_user_error, get_game
+from core import REPO_ROOT
+from core.cli import command
+from core.errors import UserError
+from core.files import write_atomically, write_json_atomically
+from envs.games import get_game
+from envs.zoo import (
+    ARGS_FILE,
+    CONFIG_FILE,
+    MONITOR_GLOB,
+    VECNORMALIZE_FILE,
+    agent_zip,
+    is_atari,
+    params_dir,
+)
+from experts.learning_curve import plot_learning_curve, read_monitors
 
 ZOO_HYPERPARAMS = Path(rl_zoo3.__file__).parent / "hyperparams"
+EXPERTS_DIR = REPO_ROOT / "experts"  # the default export: experts/ALGO/ENV_1 in the checkout
 OPTIMIZER_MEMBER = "policy.optimizer.pth"  # SB3's name for the optimizer state inside an agent zip
 
 
 class RunState:
-    """The files of one resumable run: `checkpoint/model.zip`, `checkpoint/vecnormalize.pkl`, progress.json."""
+    """The files of one resumable run: `checkpoint/model.zip`, `checkpoint/vecnormalize.pkl`, `progress.json`."""
 
     def __init__(self, run_dir: Path, env_id: str):
         self.run_dir = run_dir
         self.env_id = env_id  # the env it trains on now; the checkpoint also resumes on a twin env
         self.model_path = run_dir / "checkpoint" / "model.zip"
-        self.stats_path = run_dir / "checkpoint" / "vecnormalize.pkl"
+        self.stats_path = run_dir / "checkpoint" / VECNORMALIZE_FILE
         self.progress_path = run_dir / "progress.json"
 
     def stage_stats_for_zoo(self) -> None:
         """rl_zoo3 resumes with the stats it finds at `dirname(agent)/ENV/vecnormalize.pkl`."""
         if self.stats_path.is_file():
-            zoo_path = self.model_path.parent / self.env_id / "vecnormalize.pkl"
+            zoo_path = params_dir(self.model_path.parent, self.env_id) / VECNORMALIZE_FILE
             zoo_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.stats_path, zoo_path)
 
@@ -79,15 +92,11 @@ class RunState:
 
     def save(self, model, progress: dict) -> None:
         """Write model, stats and progress, each through a temporary file, so a kill leaves the last good set."""
-        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(self.model_path.with_suffix(".tmp.zip"))
         stats = model.get_vec_normalize_env()
         if stats is not None:
-            stats.save(str(self.stats_path) + ".tmp")
-            Path(str(self.stats_path) + ".tmp").replace(self.stats_path)
-        self.model_path.with_suffix(".tmp.zip").replace(self.model_path)
-        self.progress_path.with_suffix(".tmp").write_text(json.dumps(progress, indent=2))
-        self.progress_path.with_suffix(".tmp").replace(self.progress_path)
+            write_atomically(self.stats_path, lambda tmp: stats.save(str(tmp)))
+        write_atomically(self.model_path, lambda tmp: model.save(tmp))
+        write_json_atomically(self.progress_path, progress)
 
 
 class PeriodicCheckpoint(BaseCallback):
@@ -117,7 +126,7 @@ def zoo_hyperparams(algo: str, zoo_env_id: str) -> dict:
     entries = yaml.safe_load((ZOO_HYPERPARAMS / f"{algo}.yml").read_text())
     if zoo_env_id in entries:
         return entries[zoo_env_id]
-    if "NoFrameskip" in zoo_env_id and "atari" in entries:
+    if is_atari(zoo_env_id) and "atari" in entries:
         return entries["atari"]
     raise UserError(f"RL-Zoo3 has no {algo} hyperparameters for {zoo_env_id}: choose another algo=")
 
@@ -173,26 +182,28 @@ def save_policy_only(model, path: Path) -> None:
     with zipfile.ZipFile(path) as source:
         members = {name: source.read(name) for name in source.namelist()}
     members[OPTIMIZER_MEMBER] = buffer.getvalue()
-    temporary = path.with_suffix(".tmp.zip")
-    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as target:
-        for name, data in members.items():
-            target.writestr(name, data)
-    temporary.replace(path)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target:
+            for name, data in members.items():
+                target.writestr(name, data)
+
+    write_atomically(path, write)
 
 
 def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_env_id: str) -> None:
     """Write RL-Zoo3's layout `out/ENV.zip`, `out/ENV/{config,args}.yml`, vecnormalize.pkl, monitor files."""
-    params = out / spec_env_id
+    params = params_dir(out, spec_env_id)
     params.mkdir(parents=True, exist_ok=True)
-    save_policy_only(model, out / f"{spec_env_id}.zip")
-    shutil.copy(Path(manager.params_path) / "config.yml", params / "config.yml")
+    save_policy_only(model, agent_zip(out, spec_env_id))
+    shutil.copy(Path(manager.params_path) / CONFIG_FILE, params / CONFIG_FILE)
     # Named for the game's own env (a fast twin is the same game), so rl_zoo3's enjoy and our eval
     # find ENV.zip; progress.json keeps the env it trained on.
-    args = yaml.load((Path(manager.params_path) / "args.yml").read_text(), Loader=yaml.UnsafeLoader)
+    args = yaml.load((Path(manager.params_path) / ARGS_FILE).read_text(), Loader=yaml.UnsafeLoader)
     args["env"] = spec_env_id
-    (params / "args.yml").write_text(yaml.dump(args))
+    (params / ARGS_FILE).write_text(yaml.dump(args))
     if state.stats_path.is_file():
-        shutil.copy(state.stats_path, params / "vecnormalize.pkl")
+        shutil.copy(state.stats_path, params / VECNORMALIZE_FILE)
     for stale in out.glob(MONITOR_GLOB):
         stale.unlink()
     for index, monitor in enumerate(state.monitors()):
@@ -201,8 +212,7 @@ def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_e
     plot_learning_curve(out, f"{manager.algo} {spec_env_id}")
 
 
-@hydra.main(config_path="../configs", config_name="train_expert", version_base="1.3")
-@exit_on_user_error
+@command("train_expert")
 def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
     env_id = spec.play_env_id(bool(cfg.fast_env))
@@ -213,7 +223,7 @@ def main(cfg: DictConfig) -> None:
         agent = Path(cfg.init).expanduser().resolve()
         if not agent.is_file():
             raise UserError(f"init={cfg.init} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
-        state.adopt(agent, stats=agent.parent / spec.env_id / "vecnormalize.pkl")
+        state.adopt(agent, stats=params_dir(agent.parent, spec.env_id) / VECNORMALIZE_FILE)
     progress = state.progress()
     init = ""
     if state.model_path.is_file():
@@ -232,7 +242,7 @@ def main(cfg: DictConfig) -> None:
         print(f"training {cfg.algo} on {env_id}: {model.num_timesteps:,} of {int(cfg.steps):,} steps done")
         model.learn(remaining, callback=manager.callbacks + [checkpoint], reset_num_timesteps=False)
         checkpoint.save()
-    out = Path(cfg.out) if cfg.out else REPO_ROOT / "experts" / cfg.algo / f"{spec.env_id}_1"
+    out = Path(cfg.out) if cfg.out else EXPERTS_DIR / cfg.algo / f"{spec.env_id}_1"
     export(state, manager, model, out, spec.env_id)
     print(f"exported {model.num_timesteps:,}-step agent to {out}")
 

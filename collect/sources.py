@@ -5,29 +5,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from collect.dataset import DATA_DIR, METADATA_FILE, CollectedDataset
-from envs import UserError
+from collect.dataset import CollectedDataset, is_collected_dataset
+from core.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-EXPERT_POLICY_PREFIX = "expert"  # collected policy ids: "expert-ppo-...", "random-..."
-
-
-def parse_seeds(seeds) -> list[int] | None:
-    """None (every episode), a list of ints, or "first-last" (inclusive) -> a list of seeds."""
-    if seeds is None:
-        return None
-    if isinstance(seeds, int):
-        return [seeds]
-    if isinstance(seeds, str):
-        first, sep, last = seeds.partition("-")
-        if not sep or not first.strip().isdigit() or not last.strip().isdigit():
-            raise UserError(f"seeds={seeds!r}: give a list like [27,28,29] or a range like 0-26")
-        return list(range(int(first), int(last) + 1))
-    return [int(seed) for seed in seeds]
-
-
-def is_collected_dataset(path: Path) -> bool:
-    return (path / DATA_DIR / METADATA_FILE).is_file()
 
 
 def open_collected(
@@ -85,11 +66,10 @@ class ImageSources:
         start = self._dataset_ends[which - 1] if which else 0
         return np.array(self.datasets[which][int(index - start)].frames[-1])
 
-    def expert_datasets(self, game: str | None = None) -> list[CollectedDataset]:
-        """The collected datasets an expert played (their actions are worth imitating), of `game` if given."""
-        return [
-            d for d in self.datasets if d.policy_id.startswith(EXPERT_POLICY_PREFIX) and game in (None, d.spec.name)
-        ]
+    def played_by(self, kinds, game: str | None = None) -> list[CollectedDataset]:
+        """The collected datasets whose actions a policy of one of `kinds` chose (e.g. ["expert"]),
+        of `game` if given."""
+        return [d for d in self.datasets if d.policy_kind in kinds and game in (None, d.spec.name)]
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents import Observation, Policy
-from envs import GameSpec, frame_tap, make_play_env
+from agents.base import Observation, Policy
+from envs.games import GameSpec
+from envs.pipeline import frame_tap, make_play_env
 
 
 @dataclass

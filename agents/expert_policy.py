@@ -1,5 +1,6 @@
 """An RL-Zoo3 agent folder played exactly as rl_zoo3's enjoy.py plays it."""
 
+import hashlib
 import io
 import os
 import socket
@@ -12,7 +13,10 @@ from rl_zoo3 import ALGOS
 from rl_zoo3.utils import get_saved_hyperparams
 
 from agents.base import Observation, Policy
-from envs import GameSpec, UserError
+from agents.registry import register_policy
+from core.errors import UserError
+from envs.games import GameSpec
+from envs.zoo import ARGS_FILE, CONFIG_FILE, agent_zip, is_atari, params_dir
 
 HUB_PREFIX = "hub:"
 HUB_CACHE = Path("~/.cache/vlmplay/hub_agents").expanduser()
@@ -45,7 +49,8 @@ def download_from_hub(hub_id: str) -> Path:
     algo, _, env_id = repo.partition("-")
     if not (organization and algo in ALGOS and env_id):
         raise UserError(
-            f"{hub_id!r} is not a hub agent id: write it as hub:ORG/ALGO-ENV, e.g. hub:sb3/ppo-SpaceInvadersNoFrameskip-v4"
+            f"{hub_id!r} is not a hub agent id: write it as hub:ORG/ALGO-ENV, "
+            "e.g. hub:sb3/ppo-SpaceInvadersNoFrameskip-v4"
         )
     folder = HUB_CACHE / algo / f"{env_id}_1"
     if not folder.is_dir():
@@ -69,10 +74,10 @@ def download_from_hub(hub_id: str) -> Path:
 
 def read_expert_folder(folder: Path) -> tuple[str, str]:
     """(algo, env id) of an RL-Zoo3 experiment folder ALGO/ENV_N, checking the files it must hold."""
-    help_text = "an RL-Zoo3 experiment folder holds ENV.zip and ENV/config.yml (as rl_zoo3.train writes them)"
+    help_text = f"an RL-Zoo3 experiment folder holds ENV.zip and ENV/{CONFIG_FILE} (as rl_zoo3.train writes them)"
     if not folder.is_dir():
         raise UserError(f"expert folder {folder} does not exist: {help_text}")
-    args_file = next(folder.glob("*/args.yml"), None)
+    args_file = next(folder.glob(f"*/{ARGS_FILE}"), None)
     if args_file is not None:
         try:
             args = yaml.load(args_file.read_text(), Loader=yaml.UnsafeLoader)
@@ -82,13 +87,24 @@ def read_expert_folder(folder: Path) -> tuple[str, str]:
     algo, env_id = folder.parent.name, folder.name.rsplit("_", 1)[0]
     if algo not in ALGOS:
         raise UserError(
-            f"cannot tell the algorithm of {folder} (no ENV/args.yml, parent folder is not an algo name): {help_text}"
+            f"cannot tell the algorithm of {folder} (no ENV/{ARGS_FILE}, "
+            f"parent folder is not an algo name): {help_text}"
         )
     return algo, env_id
 
 
+@register_policy("expert")
 class ExpertPolicy(Policy):
-    """Plays an RL-Zoo3 agent in its own pipeline (config.yml), stochastic for Atari as the zoo does."""
+    """Plays an RL-Zoo3 agent in its own pipeline (config.yml), stochastic for Atari as the zoo does.
+
+    expert=: the agent folder (default: the game's in experts/) or hub:ORG/ALGO-ENV; deterministic=:
+    greedy or sampled actions (default: RL-Zoo3's choice for the game)."""
+
+    options = ("expert", "deterministic")
+
+    @classmethod
+    def build(cls, spec: GameSpec, expert: str | None = None, deterministic: bool | None = None) -> "ExpertPolicy":
+        return cls(expert or spec.default_expert_path, spec, deterministic=deterministic)
 
     def __init__(self, folder: str | Path, spec: GameSpec, deterministic: bool | None = None):
         folder = download_from_hub(str(folder)) if str(folder).startswith(HUB_PREFIX) else Path(folder)
@@ -98,24 +114,25 @@ class ExpertPolicy(Policy):
             raise UserError(
                 f"expert {folder} was trained on {self.env_id}, not on the game {spec.name} ({spec.env_id})"
             )
-        model_path = folder / f"{self.env_id}.zip"
+        model_path = agent_zip(folder, self.env_id)
         if not model_path.is_file():
             raise UserError(
                 f"expert folder {folder} has no {model_path.name}: copy the agent zip there or pass the right folder"
             )
-        self.stats_dir = folder / self.env_id
+        self.stats_dir = params_dir(folder, self.env_id)
         try:
             hyperparams, _ = get_saved_hyperparams(str(self.stats_dir), norm_reward=False, test_mode=True)
         except (yaml.YAMLError, OSError) as error:
             raise UserError(
-                f"{self.stats_dir / 'config.yml'} is unreadable ({error}): restore it from the training run"
+                f"{self.stats_dir / CONFIG_FILE} is unreadable ({error}): restore it from the training run"
             ) from None
         if "env_wrapper" not in hyperparams and "frame_stack" not in hyperparams:
             raise UserError(
-                f"{self.stats_dir / 'config.yml'} is missing or declares no env pipeline: restore it from the training run"
+                f"{self.stats_dir / CONFIG_FILE} is missing or declares no env pipeline: "
+                "restore it from the training run"
             )
         self.pipeline = {key: hyperparams[key] for key in PIPELINE_KEYS if key in hyperparams}
-        zoo_default = "NoFrameskip" not in spec.env_id
+        zoo_default = not is_atari(spec.env_id)
         self.deterministic = zoo_default if deterministic is None else deterministic
         # Results and datasets name a non-default choice, so the two are never mixed up.
         mode = "" if self.deterministic == zoo_default else ("-greedy" if self.deterministic else "-sampled")
@@ -123,6 +140,10 @@ class ExpertPolicy(Policy):
         self.model_bytes = model_path.read_bytes()
         self.load_kwargs = {"buffer_size": 1} if self.algo in OFF_POLICY_ALGOS else {}
         self.reset(seed=0)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_bytes).hexdigest()
 
     def reset(self, seed: int) -> None:
         # Loading with `seed=` seeds python, numpy, torch and the action space, then builds the network
