@@ -47,6 +47,11 @@ class Policy(ABC):
     def act(self, observation: Observation):
         """The env action to take: an int for Atari, a float array [3] for CarRacing."""
 
+    def label(self, action):
+        """The action a dataset records for the step just taken, whose code a learner imitates: the action
+        itself, or for a policy whose actions another one labels (DAgger) the labeller's."""
+        return action
+
     @property
     def fingerprint(self) -> str | None:
         """sha256 of what decides the actions (the weights), so datasets tell two agents apart; None if nothing does."""

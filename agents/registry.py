@@ -12,7 +12,7 @@ POLICIES = Registry("policy", package="agents", module_pattern="{name}_policy")
 register_policy = POLICIES.register
 # The command-line options any policy reads (a Policy's `options` names its own). The commands that play
 # policies (eval, collect) take each as `key=value`; a policy with a new option adds it here and to their configs.
-POLICY_OPTIONS = ("expert", "checkpoint", "deterministic")
+POLICY_OPTIONS = ("expert", "checkpoint", "deterministic", "beta")
 
 
 def policy_options(cfg) -> dict:

@@ -13,6 +13,7 @@ import torch
 from agents import Observation, Policy
 from agents.expert_policy import ExpertPolicy
 from agents.rollout import play_episode
+from core.seeds import episode_seeds
 from envs import GridCodec, get_game
 
 # Other CarRacing action sets to compare with the game's own: full-pedal grids (gas 1, brake 0.8).
@@ -52,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(1)
     spec = get_game(args.game)
     expert = ExpertPolicy(args.expert or spec.default_expert_path, spec)
-    seeds = range(args.seed, args.seed + args.episodes)
+    seeds = episode_seeds(args.seed, args.episodes)
     codecs = {f"game codec {spec.name}": spec.codec}
     if spec.name == "carracing":
         codecs.update(CARRACING_ALTERNATIVES)

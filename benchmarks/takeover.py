@@ -18,6 +18,7 @@ import torch
 from agents import load_policy
 from agents.rollout import play_episode
 from agents.takeover import TakeoverPolicy
+from core.seeds import episode_seeds
 from envs import get_game
 
 
@@ -35,7 +36,7 @@ def main() -> None:
     torch.set_num_threads(1)
     spec = get_game(args.game)
     vlm, expert = load_policy("vlm", spec, checkpoint=args.checkpoint), load_policy("expert", spec)
-    seeds = [args.seed + i for i in range(args.episodes)]
+    seeds = episode_seeds(args.seed, args.episodes)
     rows = []
     print(
         f"{spec.name}: {vlm.policy_id} drives the first k decisions, "

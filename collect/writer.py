@@ -80,7 +80,7 @@ class EpisodeRecorder:
     def __call__(self, step: Step) -> None:
         self.frames.append(step.frame.copy())  # the frame tap may hand out a buffer the env reuses
         self.actions.append(np.asarray(step.action, dtype=self.action_space.dtype).reshape(self.action_space.shape))
-        self.action_codes.append(self.codec.encode(step.action))
+        self.action_codes.append(self.codec.encode(step.label))
         self.rewards.append(step.reward)
         self.terminations.append(step.terminated)
         self.truncations.append(step.truncated)

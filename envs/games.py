@@ -28,8 +28,16 @@ class GameSpec:
     # The env pipeline of the default expert, as RL-Zoo3's config.yml declares it. Policies that
     # bring no config.yml (random, VLM) play in this pipeline, so every policy sees the same game.
     pipeline: dict = field(hash=False)
+    pipeline_side: int  # the side of the square grey frames that pipeline gives the expert (BC-CNN's input)
     default_expert: str  # RL-Zoo3 experiment folder, relative to the repo root
     env_aliases: tuple[str, ...] = ()  # other env ids that are the same game (e.g. a faster twin)
+    # Reference scores a return table is read against: the default expert's mean return on the evaluation
+    # seeds 100000-100014 (`python -m eval policy=expert`), and the (human, random) scores of the Atari
+    # literature for the human-normalised score, where the game has them.
+    expert_return: float = 0.0
+    # Env kwargs of the modern ALE protocol (sticky actions, Machado et al. 2018) where the game has one.
+    sticky_actions: dict | None = None
+    human_random_scores: tuple[float, float] | None = None
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -83,8 +91,10 @@ CARRACING = GameSpec(
         "frame_stack": 2,
         "normalize": "{'norm_obs': False, 'norm_reward': True}",
     },
+    pipeline_side=64,
     default_expert="experts/ppo_lstm/CarRacing-v3_1",
     env_aliases=("CarRacingFast-v3",),
+    expert_return=892.57,
 )
 
 SPACEINVADERS = GameSpec(
@@ -104,7 +114,11 @@ SPACEINVADERS = GameSpec(
         "can, the mystery ship crossing the top is worth extra points."
     ),
     pipeline={"env_wrapper": ["stable_baselines3.common.atari_wrappers.AtariWrapper"], "frame_stack": 4},
+    pipeline_side=84,  # AtariWrapper's WarpFrame
     default_expert="experts/ppo/SpaceInvadersNoFrameskip-v4_1",
+    expert_return=563.67,
+    human_random_scores=(1668.7, 148.0),
+    sticky_actions={"repeat_action_probability": 0.25},
 )
 
 GAMES = {spec.name: spec for spec in (CARRACING, SPACEINVADERS)}

@@ -82,12 +82,18 @@ def normalize_kwargs(pipeline: dict) -> dict | None:
 
 
 def make_play_env(
-    spec: GameSpec, pipeline: dict, seed: int, env_id: str | None = None, stats_dir: Path | None = None
+    spec: GameSpec,
+    pipeline: dict,
+    seed: int,
+    env_id: str | None = None,
+    stats_dir: Path | None = None,
+    env_kwargs: dict | None = None,
 ) -> VecEnv:
     """A 1-env VecEnv built exactly as rl_zoo3's `create_test_env` builds it, plus a FrameTap.
 
     `pipeline` is a config.yml dict (env_wrapper, frame_stack, normalize). `stats_dir` holds the
     expert's `vecnormalize.pkl`; without it, a pipeline that normalises observations is refused.
+    `env_kwargs` go to the env's constructor (e.g. the game's `sticky_actions`).
     """
     pipeline = copy.deepcopy(pipeline)  # get_wrapper_class reads it; keep the caller's intact
     zoo_wrapper = get_wrapper_class(pipeline)
@@ -96,7 +102,9 @@ def make_play_env(
         env = FrameTap(env, max_pool=spec.frame_max_pool)
         return zoo_wrapper(env) if zoo_wrapper is not None else env
 
-    venv = make_vec_env(env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv)
+    venv = make_vec_env(
+        env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv, env_kwargs=env_kwargs
+    )
     kwargs = normalize_kwargs(pipeline)
     if kwargs is not None:
         stats = stats_dir / VECNORMALIZE_FILE if stats_dir is not None else None

@@ -13,6 +13,7 @@ from agents import Policy
 from agents.rollout import EpisodeResult, Step, play_episode
 from core.files import check_writable, write_json_atomically
 from envs.games import GameSpec
+from eval.stats import summary
 
 VIDEO_MIN_SIDE = 384  # small game frames are upscaled (nearest) to at least this many pixels
 PACKAGES = ("vlmplay", "torch", "gymnasium", "ale-py", "stable-baselines3", "sb3-contrib", "rl_zoo3", "transformers")
@@ -22,21 +23,15 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in PACKAGES} | {"python": platform.python_version()}
 
 
-def summary(returns: list[float]) -> dict[str, float]:
-    values = np.array(returns, dtype=np.float64)
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
-
-
-def format_table(policy_id: str, game: str, results: list[EpisodeResult]) -> str:
-    lines = [f"{policy_id} on {game}", f"{'seed':>8} {'return':>10} {'length':>8}"]
+def format_table(policy_id: str, spec: GameSpec, results: list[EpisodeResult], stats: dict) -> str:
+    lines = [f"{policy_id} on {spec.name}", f"{'seed':>8} {'return':>10} {'length':>8}"]
     lines += [f"{r.seed:>8} {r.episode_return:>10.2f} {r.length:>8}" for r in results]
-    stats = summary([r.episode_return for r in results])
-    lines.append("  ".join(f"{name} {value:.2f}" for name, value in stats.items()))
+    lines.append("  ".join(f"{name} {stats[name]:.2f}" for name in ("mean", "std", "min", "max")))
+    lines.append(
+        f"95% CI of the mean [{stats['ci95_low']:.2f}, {stats['ci95_high']:.2f}] (bootstrap), IQM {stats['iqm']:.2f}, "
+        f"{100 * stats['expert_fraction']:.1f} % of the expert's {spec.expert_return:.2f}"
+        + (f", human-normalised {stats['human_normalised']:.3f}" if "human_normalised" in stats else "")
+    )
     return "\n".join(lines)
 
 
@@ -56,7 +51,13 @@ class VideoRecorder:
 
 
 def evaluate(
-    policy: Policy, spec: GameSpec, seeds: list[int], out: Path, video: bool, env_id: str | None = None
+    policy: Policy,
+    spec: GameSpec,
+    seeds: list[int],
+    out: Path,
+    video: bool,
+    env_id: str | None = None,
+    env_kwargs: dict | None = None,
 ) -> dict:
     """Play one episode per seed; write results.json (and videos) to `out`; return the results dict."""
     check_writable(out)
@@ -66,7 +67,7 @@ def evaluate(
     bar = tqdm(seeds, desc=f"{spec.name} {policy.policy_id}", unit="episode")
     for seed in bar:
         recorder = VideoRecorder(spec) if video else None
-        result = play_episode(policy, spec, seed, on_step=recorder, env_id=env_id)
+        result = play_episode(policy, spec, seed, on_step=recorder, env_id=env_id, env_kwargs=env_kwargs)
         results.append(result)
         bar.set_postfix(seed=str(seed), ret=f"{result.episode_return:.1f}")
         if recorder is not None:
@@ -76,13 +77,14 @@ def evaluate(
     report = {
         "game": spec.name,
         "env_id": env_id,
+        "env_kwargs": env_kwargs or {},
         "policy": policy.policy_id,
         "seeds": seeds,
         "episodes": [
             {"seed": r.seed, "return": r.episode_return, "length": r.length, "wall_time_s": round(r.wall_time_s, 3)}
             for r in results
         ],
-        "return": summary([r.episode_return for r in results]),
+        "return": summary([r.episode_return for r in results], spec),
         "wall_time_s": round(wall_time, 3),
         "env_steps_per_s": round(sum(r.length for r in results) / wall_time, 1),
         "versions": package_versions(),
@@ -92,7 +94,7 @@ def evaluate(
         report["policy_report"] = policy_report
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "results.json", report)
-    print(format_table(policy.policy_id, spec.name, results))
+    print(format_table(policy.policy_id, spec, results, report["return"]))
     for key, value in report.get("policy_report", {}).items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"wrote {out / 'results.json'}" + (f" and {len(results)} videos" if video else ""))

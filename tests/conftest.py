@@ -10,6 +10,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EXPERTS = REPO_ROOT.parent / "shared" / "experts"
+EXPERT_TRAIN_SEED, EXPERT_VAL_SEED = 4, 5  # expert SpaceInvaders episodes of ~720 and ~550 steps
 TINY_PPO_HYPERPARAMS = "hyperparams={n_envs: 1, n_steps: 64, batch_size: 64, n_epochs: 1}"
 
 
@@ -35,6 +36,17 @@ def tiny_carracing_expert(tmp_path_factory) -> Path:
         f"out={out}",
         "progress=false",
         TINY_PPO_HYPERPARAMS,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def expert_data(tmp_path_factory) -> Path:
+    """A real dataset of the default SpaceInvaders expert: two episodes (training and validation seed)."""
+    out = tmp_path_factory.mktemp("expert") / "si"
+    result = run_module(
+        "collect", "game=spaceinvaders", "policy=expert", "episodes=2", f"seed={EXPERT_TRAIN_SEED}", f"out={out}"
     )
     assert result.returncode == 0, result.stderr
     return out

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_module
+from conftest import EXPERT_TRAIN_SEED as TRAIN_SEED
+from conftest import EXPERT_VAL_SEED as VAL_SEED
+from conftest import REPO_ROOT
 from safetensors.torch import load_file
 from test_train import MICRO, MICRO_OVERRIDES, compose_train
 
@@ -23,7 +25,6 @@ from train.tasks import build_tasks
 from train.tasks.game import CONFUSION_PNG, VALIDATION_FILE
 from vlm import VLM, VLMConfig
 
-TRAIN_SEED, VAL_SEED = 4, 5  # expert SpaceInvaders episodes of ~720 and ~550 steps
 ACTIONS = ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
 
 
@@ -33,16 +34,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def expert_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("expert") / "si"
-    result = run_module(
-        "collect", "game=spaceinvaders", "policy=expert", "episodes=2", f"seed={TRAIN_SEED}", f"out={out}"
-    )
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def game_run(run_dir, data, *overrides: str) -> list[str]:

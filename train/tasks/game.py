@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from agents.vlm_policy import game_prompt  # noqa: E402
-from collect.dataset import CollectedDataset  # noqa: E402
+from collect.dataset import CollectedDataset, episode_infos, read_dataset_metadata  # noqa: E402
 from collect.sources import ImageSources, open_collected  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
@@ -100,13 +100,18 @@ class GameTask(Task):
 
 
 def held_out_dataset(sources: ImageSources, kinds, game: str | None, val_seeds: list[int]) -> CollectedDataset:
-    """The `val_seeds` episodes of the one dataset of `game` among the sources that the task imitates."""
+    """The `val_seeds` episodes of the one dataset of `game` among the sources (that the task imitates) that
+    holds them all."""
     if game is None:
         raise UserError(f"val_seeds={val_seeds} needs game=<{'|'.join(GAMES)}>: the game whose dataset is validated on")
-    datasets = sources.played_by(kinds, game)
+    datasets = [
+        d
+        for d in sources.played_by(kinds, game)
+        if set(val_seeds) <= {e.seed for e in episode_infos(read_dataset_metadata(d.root))}
+    ]
     if len(datasets) != 1:
         raise UserError(
-            f"val_seeds needs exactly one dataset of {game} played by {'|'.join(kinds)} "
+            f"val_seeds needs exactly one dataset of {game} played by {'|'.join(kinds)} holding seeds {val_seeds} "
             f"among data=, found {len(datasets)}"
         )
     return open_collected(datasets[0].root, val_seeds)

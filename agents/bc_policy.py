@@ -1,0 +1,143 @@
+"""Behaviour cloning with a CNN: the first baseline a VLM policy has to beat.
+
+The network is the Nature DQN CNN (Mnih et al. 2015; SB3's `NatureCNN` + a linear head over the game's
+action codes) on the expert pipeline's view of the same frames the VLM sees: each raw frame in grey,
+area-resized to the pipeline's side (SpaceInvaders 84, CarRacing 64), the game's frame stack (the first
+frame repeated at an episode's start, as the VLM policy and the datasets do). Trained by `python -m
+train.bc`; the checkpoint is a folder with `config.json` and `model.safetensors`.
+"""
+
+import hashlib
+import json
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from agents.base import Observation, Policy
+from agents.registry import register_policy
+from core.errors import UserError
+from core.files import write_atomically
+from core.runs import model_name
+from envs.games import GameSpec
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FEATURES = 512  # NatureCNN's feature width
+PIXEL_MAX = 255.0
+
+
+def grey_frames(frames: np.ndarray, side: int) -> np.ndarray:
+    """uint8 RGB frames [..., H, W, 3] -> uint8 grey [..., side, side] (cv2, as AtariWrapper's WarpFrame)."""
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    grey = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (side, side), interpolation=cv2.INTER_AREA) for f in flat]
+    return np.stack(grey).reshape(*frames.shape[:-3], side, side)
+
+
+class NatureCNN(nn.Module):
+    """[B, n_stack, side, side] uint8 -> action logits [B, n_actions]."""
+
+    def __init__(self, n_stack: int, side: int, n_actions: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(n_stack, 32, kernel_size=8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, n_stack, side, side)).shape[1]
+        self.head = nn.Sequential(nn.Linear(flat, FEATURES), nn.ReLU(), nn.Linear(FEATURES, n_actions))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(frames.float() / PIXEL_MAX))
+
+
+@dataclass
+class BCConfig:
+    game: str
+    action_names: list[str]  # the codes the head scores, in order
+    n_stack: int
+    side: int
+    seed: int = 0
+    training: dict | None = None  # what `python -m train.bc` recorded: data, steps, samples, seconds, accuracy
+
+    def build(self) -> NatureCNN:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return NatureCNN(self.n_stack, self.side, len(self.action_names))
+
+
+def save_bc(folder: Path, model: NatureCNN, config: BCConfig) -> None:
+    """The checkpoint folder, written under a temporary name and renamed into place."""
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
+        save_model(model, str(tmp / WEIGHTS_FILE))
+
+    write_atomically(folder, write)
+
+
+def load_bc(folder: Path) -> tuple[NatureCNN, BCConfig]:
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise UserError(
+            f"checkpoint={folder} is not a BC checkpoint (no {', '.join(missing)}): "
+            "train one with `python -m train.bc game=<game> data=[<dataset>] out=<folder>`"
+        )
+    config = BCConfig(**json.loads((folder / CONFIG_FILE).read_text()))
+    model = config.build()
+    load_model(model, str(folder / WEIGHTS_FILE))
+    return model.eval(), config
+
+
+@register_policy("bc")
+class BCPolicy(Policy):
+    """Plays a `python -m train.bc` checkpoint greedily (the most likely action code), in the game's default
+    pipeline. checkpoint=: its folder."""
+
+    options = ("checkpoint",)
+
+    @classmethod
+    def build(cls, spec: GameSpec, checkpoint: str | None = None) -> "BCPolicy":
+        if checkpoint is None:
+            raise UserError(
+                f"policy=bc needs checkpoint=<folder>: train one with `python -m train.bc game={spec.name} ...`"
+            )
+        return cls(checkpoint, spec)
+
+    def __init__(self, checkpoint: str | Path, spec: GameSpec):
+        path = Path(checkpoint)
+        self.model, self.config = load_bc(path)
+        if self.config.game != spec.name or tuple(self.config.action_names) != spec.action_names:
+            raise UserError(f"checkpoint={checkpoint} was trained for {self.config.game}, not {spec.name}")
+        self.weights_sha256 = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+        self.spec = spec
+        self.policy_id = f"bc-{model_name(path)}"
+        self.frames: deque[np.ndarray] = deque(maxlen=self.config.n_stack)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.weights_sha256
+
+    def reset(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.frames.clear()
+
+    @torch.inference_mode()
+    def act(self, observation: Observation):
+        grey = grey_frames(observation.frame, self.config.side)
+        if not self.frames:
+            self.frames.extend([grey] * (self.config.n_stack - 1))
+        self.frames.append(grey)
+        logits = self.model(torch.from_numpy(np.stack(self.frames))[None])  # [1, n_actions]
+        return self.spec.codec.decode(int(logits.argmax(-1)))
