@@ -58,5 +58,10 @@ class Policy(ABC):
         return None
 
     def report(self) -> dict:
-        """Policy-specific counts for results.json (e.g. how often a VLM's free answer was illegal)."""
+        """Policy-specific counts since the policy was built, which add up across episodes and worker processes
+        (e.g. how often a VLM's free answer was illegal)."""
         return {}
+
+    def summarize_report(self, counts: dict) -> dict:
+        """results.json's policy_report from counts added up over the episodes (rates derived here)."""
+        return counts

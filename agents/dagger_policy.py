@@ -65,3 +65,6 @@ class DAggerPolicy(Policy):
 
     def report(self) -> dict:
         return self.learner.report()
+
+    def summarize_report(self, counts: dict) -> dict:
+        return self.learner.summarize_report(counts)

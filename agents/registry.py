@@ -31,7 +31,7 @@ def load_policy(name: str, spec: GameSpec, **options):
         if option not in policy_class.options:
             readers = [other for other in POLICIES.names() if option in POLICIES.get(other).options]
             raise UserError(
-                f"{option}={value} is read by policy={'|'.join(readers)} only, and policy={name}: "
-                f"add policy={readers[0] if readers else '...'} or leave {option}= out"
+                f"{option}={value} is read by policy={'|'.join(readers)}, not by policy={name}: "
+                f"choose one of those policies or leave {option}= out"
             )
     return policy_class.build(spec, **{option: given.get(option) for option in policy_class.options})

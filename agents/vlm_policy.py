@@ -90,8 +90,7 @@ class VLMPolicy(Policy):
         return self.spec.codec.decode(int(choice.index[0]))
 
     def report(self) -> dict:
-        return {
-            "decisions": self.decisions,
-            "greedy_illegal": self.greedy_illegal,
-            "greedy_illegal_rate": self.greedy_illegal / max(self.decisions, 1),
-        }
+        return {"decisions": self.decisions, "greedy_illegal": self.greedy_illegal}
+
+    def summarize_report(self, counts: dict) -> dict:
+        return counts | {"greedy_illegal_rate": counts["greedy_illegal"] / max(counts["decisions"], 1)}

@@ -5,7 +5,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from agents import policy_options
-from collect.collector import Player, collect
+from agents.workers import Player
+from collect.collector import collect
 from core.cli import command
 from core.errors import UserError
 from core.files import check_writable

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
-from agents import load_policy, policy_options
+from agents import policy_options
+from agents.workers import Player, load_player
 from core.cli import command
 from core.errors import UserError
 from core.files import check_writable
@@ -27,13 +27,15 @@ def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
     if int(cfg.episodes) <= 0:
         raise UserError(f"episodes={cfg.episodes}: evaluate at least one episode")
-    torch.set_num_threads(int(cfg.threads))
     out = Path(cfg.out)
     check_writable(out)
     env_id, env_kwargs = spec.play_env_id(bool(cfg.fast_env)), sticky_kwargs(spec, cfg)
-    policy = load_policy(cfg.policy, spec, **policy_options(cfg))
+    if int(cfg.workers) <= 0:
+        raise UserError(f"workers={cfg.workers}: play with at least one worker")
+    player = Player(spec.name, cfg.policy, policy_options(cfg))
+    spec, policy = load_player(player)
     seeds = episode_seeds(int(cfg.seed), int(cfg.episodes))
-    evaluate(policy, spec, seeds, out, bool(cfg.video), env_id, env_kwargs)
+    evaluate(policy, spec, seeds, out, bool(cfg.video), env_id, env_kwargs, int(cfg.workers), player)
 
 
 if __name__ == "__main__":

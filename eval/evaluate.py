@@ -1,5 +1,6 @@
 """Seeded evaluation of any Policy: returns table, results.json, one MP4 per episode."""
 
+import functools
 import platform
 import time
 from importlib.metadata import version
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from agents import Policy
 from agents.rollout import EpisodeResult, Step, play_episode
+from agents.workers import Player, in_order
 from core.files import check_writable, write_json_atomically
 from envs.games import GameSpec
 from eval.stats import summary
@@ -50,6 +52,19 @@ class VideoRecorder:
         imageio.mimwrite(path, self.frames, fps=self.fps, macro_block_size=1)
 
 
+def play_and_record(
+    video_dir: Path | None, env_id: str, env_kwargs: dict | None, spec: GameSpec, policy: Policy, seed: int
+) -> tuple[EpisodeResult, dict]:
+    """One evaluation episode (and its MP4 in `video_dir`): its result and the policy's report counts it added."""
+    before = policy.report()
+    recorder = VideoRecorder(spec) if video_dir is not None else None
+    result = play_episode(policy, spec, seed, on_step=recorder, env_id=env_id, env_kwargs=env_kwargs)
+    if recorder is not None:
+        video_dir.mkdir(parents=True, exist_ok=True)
+        recorder.write(video_dir / f"episode_seed{seed}.mp4")
+    return result, {key: value - before.get(key, 0) for key, value in policy.report().items()}
+
+
 def evaluate(
     policy: Policy,
     spec: GameSpec,
@@ -58,21 +73,25 @@ def evaluate(
     video: bool,
     env_id: str | None = None,
     env_kwargs: dict | None = None,
+    workers: int = 1,
+    player: Player | None = None,
 ) -> dict:
-    """Play one episode per seed; write results.json (and videos) to `out`; return the results dict."""
+    """Play one episode per seed, here or in `workers` processes that build `player` (the same results: each
+    episode is seeded); write results.json (and videos) to `out`; return the results dict."""
     check_writable(out)
     env_id = env_id or spec.env_id
+    if workers > 1 and player is None:
+        raise ValueError("evaluate with workers > 1 needs the player that builds the policy in each worker")
+    play = functools.partial(play_and_record, out if video else None, env_id, env_kwargs)
     start = time.perf_counter()
-    results = []
-    bar = tqdm(seeds, desc=f"{spec.name} {policy.policy_id}", unit="episode")
-    for seed in bar:
-        recorder = VideoRecorder(spec) if video else None
-        result = play_episode(policy, spec, seed, on_step=recorder, env_id=env_id, env_kwargs=env_kwargs)
+    results, counts = [], {}
+    bar = tqdm(total=len(seeds), desc=f"{spec.name} {policy.policy_id}", unit="episode")
+    for result, added in in_order(play, [(seed,) for seed in seeds], player, workers, (spec, policy)):
         results.append(result)
-        bar.set_postfix(seed=str(seed), ret=f"{result.episode_return:.1f}")
-        if recorder is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            recorder.write(out / f"episode_seed{seed}.mp4")
+        counts = {key: counts.get(key, 0) + value for key, value in added.items()}
+        bar.update()
+        bar.set_postfix(seed=str(result.seed), ret=f"{result.episode_return:.1f}")
+    bar.close()
     wall_time = time.perf_counter() - start
     report = {
         "game": spec.name,
@@ -87,9 +106,10 @@ def evaluate(
         "return": summary([r.episode_return for r in results], spec),
         "wall_time_s": round(wall_time, 3),
         "env_steps_per_s": round(sum(r.length for r in results) / wall_time, 1),
+        "workers": workers,
         "versions": package_versions(),
     }
-    policy_report = policy.report()
+    policy_report = policy.summarize_report(counts)
     if policy_report:
         report["policy_report"] = policy_report
     out.mkdir(parents=True, exist_ok=True)

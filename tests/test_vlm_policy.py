@@ -1,11 +1,13 @@
 """VLMPolicy: a real tiny VLM checkpoint plays real envs through the evaluation protocol's pieces."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 from conftest import run_module
+from test_train import MICRO
 
 from agents import Observation, load_policy
 from agents.vlm_policy import VLMPolicy
@@ -91,3 +93,21 @@ def test_shipped_checkpoint_is_the_default_and_plays(game):
         assert any(np.array_equal(action, option) for option in legal)
         agent_obs, _, _, _ = venv.step(np.array([action]))
     venv.close()
+
+
+def test_parallel_evaluation_gives_the_results_and_counts_of_one_worker(tmp_path):
+    checkpoint = tmp_path / "micro"
+    VLM.from_config(VLMConfig.preset("tiny", **MICRO)).save_pretrained(str(checkpoint))
+    reports = []
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        result = run_module(
+            "eval", "game=spaceinvaders", "policy=vlm", f"checkpoint={checkpoint}", "episodes=2",
+            "seed=700", "video=false", f"workers={workers}", f"out={out}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        reports.append(json.loads((out / "results.json").read_text()))
+    one, two = reports
+    assert one["episodes"] == [e | {"wall_time_s": o["wall_time_s"]} for e, o in zip(two["episodes"], one["episodes"])]
+    assert one["policy_report"] == two["policy_report"] and one["policy_report"]["decisions"] > 0
+    assert two["workers"] == 2
