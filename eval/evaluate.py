@@ -7,16 +7,21 @@ from importlib.metadata import version
 from pathlib import Path
 
 import imageio.v2 as imageio
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 from tqdm import tqdm
 
 from agents import Policy
 from agents.rollout import EpisodeResult, Step, play_episode
 from agents.workers import Player, in_order
-from core.files import check_writable, write_json_atomically
+from core.files import check_writable, write_atomically, write_json_atomically
 from envs.games import GameSpec
 from eval.stats import summary
 
+RETURNS_PNG = "returns.png"
 VIDEO_MIN_SIDE = 384  # small game frames are upscaled (nearest) to at least this many pixels
 PACKAGES = ("vlmplay", "torch", "gymnasium", "ale-py", "stable-baselines3", "sb3-contrib", "rl_zoo3", "transformers")
 
@@ -50,6 +55,25 @@ class VideoRecorder:
 
     def write(self, path: Path) -> None:
         imageio.mimwrite(path, self.frames, fps=self.fps, macro_block_size=1)
+
+
+def plot_returns(report: dict, spec: GameSpec, path: Path) -> None:
+    """The return of every seed, the mean with its bootstrap interval, and the game's expert for reference."""
+    seeds = [str(e["seed"]) for e in report["episodes"]]
+    stats = report["return"]
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(seeds)), 4))
+    axes.bar(seeds, [e["return"] for e in report["episodes"]], color="tab:blue", label=report["policy"])
+    axes.axhspan(stats["ci95_low"], stats["ci95_high"], color="tab:blue", alpha=0.15, label="95 % CI of the mean")
+    axes.axhline(stats["mean"], color="tab:blue", linestyle="--", label=f"mean {stats['mean']:.1f}")
+    axes.axhline(spec.expert_return, color="tab:green", label=f"expert's mean {spec.expert_return:.1f}")
+    axes.set_xlabel("seed")
+    axes.set_ylabel("episode return")
+    axes.tick_params(axis="x", labelrotation=90)
+    axes.set_title(f"{spec.name}: {report['policy']}")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
+    plt.close(figure)
 
 
 def play_and_record(
@@ -114,8 +138,9 @@ def evaluate(
         report["policy_report"] = policy_report
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "results.json", report)
+    plot_returns(report, spec, out / RETURNS_PNG)
     print(format_table(policy.policy_id, spec, results, report["return"]))
     for key, value in report.get("policy_report", {}).items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-    print(f"wrote {out / 'results.json'}" + (f" and {len(results)} videos" if video else ""))
+    print(f"wrote {out / 'results.json'}, {RETURNS_PNG}" + (f" and {len(results)} videos" if video else ""))
     return report

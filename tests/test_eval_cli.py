@@ -45,11 +45,15 @@ def test_random_policy_same_seeds_same_returns_with_videos(tmp_path):
         assert result.returncode == 0, result.stderr
         reports.append(json.loads((out / "results.json").read_text()))
         assert sorted(p.name for p in out.glob("*.mp4")) == ["episode_seed500.mp4", "episode_seed501.mp4"]
+        assert (out / "returns.png").stat().st_size > 0
     first, second = reports
     assert first["seeds"] == [500, 501]
     assert [e["return"] for e in first["episodes"]] == [e["return"] for e in second["episodes"]]
     assert first["return"]["min"] <= first["return"]["mean"] <= first["return"]["max"]
     assert first["versions"]["gymnasium"] and first["env_steps_per_s"] > 0
+    stats = first["return"]
+    assert stats["ci95_low"] <= stats["mean"] <= stats["ci95_high"] and 0 < stats["expert_fraction"] < 1
+    assert "human_normalised" in stats and "iqm" in stats
 
 
 def test_recurrent_carracing_expert_end_to_end(tmp_path, tiny_carracing_expert):
