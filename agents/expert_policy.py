@@ -4,19 +4,20 @@ import hashlib
 import io
 import os
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import yaml
 from rl_zoo3 import ALGOS
-from rl_zoo3.utils import get_saved_hyperparams
 
 from agents.base import Observation, Policy
 from agents.registry import register_policy
 from core.errors import UserError
 from envs.games import GameSpec
-from envs.zoo import ARGS_FILE, CONFIG_FILE, agent_zip, is_atari, params_dir
+from envs.pipeline import normalization_stats
+from envs.zoo import ARGS_FILE, CONFIG_FILE, agent_zip, is_atari, params_dir, read_zoo_yaml, saved_hyperparams
 
 HUB_PREFIX = "hub:"
 HUB_CACHE = Path("~/.cache/vlmplay/hub_agents").expanduser()
@@ -80,9 +81,9 @@ def read_expert_folder(folder: Path) -> tuple[str, str]:
     args_file = next(folder.glob(f"*/{ARGS_FILE}"), None)
     if args_file is not None:
         try:
-            args = yaml.load(args_file.read_text(), Loader=yaml.UnsafeLoader)
+            args = read_zoo_yaml(args_file)
             return args["algo"], args["env"]
-        except (yaml.YAMLError, KeyError, TypeError) as error:
+        except (yaml.YAMLError, OSError, KeyError) as error:
             raise UserError(f"{args_file} is malformed ({error}): {help_text}") from None
     algo, env_id = folder.parent.name, folder.name.rsplit("_", 1)[0]
     if algo not in ALGOS:
@@ -121,8 +122,8 @@ class ExpertPolicy(Policy):
             )
         self.stats_dir = params_dir(folder, self.env_id)
         try:
-            hyperparams, _ = get_saved_hyperparams(str(self.stats_dir), norm_reward=False, test_mode=True)
-        except (yaml.YAMLError, OSError) as error:
+            hyperparams = saved_hyperparams(self.stats_dir)
+        except (yaml.YAMLError, OSError, ValueError, SyntaxError) as error:
             raise UserError(
                 f"{self.stats_dir / CONFIG_FILE} is unreadable ({error}): restore it from the training run"
             ) from None
@@ -132,6 +133,7 @@ class ExpertPolicy(Policy):
                 "restore it from the training run"
             )
         self.pipeline = {key: hyperparams[key] for key in PIPELINE_KEYS if key in hyperparams}
+        normalization_stats(self.pipeline, self.stats_dir)  # read now: a damaged file stops before any episode
         zoo_default = not is_atari(spec.env_id)
         self.deterministic = zoo_default if deterministic is None else deterministic
         # Results and datasets name a non-default choice, so the two are never mixed up.
@@ -156,7 +158,7 @@ class ExpertPolicy(Policy):
                 seed=seed,
                 **self.load_kwargs,
             )
-        except (ValueError, KeyError, RuntimeError, EOFError, OSError) as error:
+        except (ValueError, KeyError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
             raise UserError(
                 f"the agent zip of {self.policy_id} does not load ({error}): re-export it with rl_zoo3"
             ) from None

@@ -1,6 +1,7 @@
 """A fine-tuned VLM as a policy: stacked frames -> game prompt -> the most likely legal action."""
 
 import hashlib
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -14,13 +15,30 @@ from core.errors import UserError
 from core.runs import model_name
 from envs.games import GameSpec
 from vlm import VLM, FrameCache, VLMConfig, prompts
-from vlm.model import CONFIG_FILE, WEIGHTS_FILE
+from vlm.checkpoint import checked_checkpoint_config
+from vlm.model import WEIGHTS_FILE
 
 SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the shipped VLM of game G, when one ships: checkpoints/game_G
 
 
 def shipped_checkpoint(spec: GameSpec) -> Path:
     return SHIPPED_DIR / f"game_{spec.name}"
+
+
+def check_trained_for(config: VLMConfig, spec: GameSpec, checkpoint) -> None:
+    """Refuse a checkpoint trained for other games (or other action words); warn for one that does not say."""
+    if not config.games:
+        print(f"warning: checkpoint={checkpoint} does not record the games it was trained for", file=sys.stderr)
+    elif spec.name not in config.games:
+        raise UserError(
+            f"checkpoint={checkpoint} was trained for {', '.join(config.games)}, not {spec.name}: "
+            f"give a checkpoint of {spec.name} or game={'|'.join(config.games)}"
+        )
+    elif list(config.games[spec.name]) != list(spec.action_names):
+        raise UserError(
+            f"checkpoint={checkpoint} was trained on the {spec.name} action words {config.games[spec.name]}, "
+            f"not {list(spec.action_names)}: train it again on a dataset of this version"
+        )
 
 
 def game_prompt(config: VLMConfig, spec: GameSpec) -> str:
@@ -54,11 +72,7 @@ class VLMPolicy(Policy):
 
     def __init__(self, checkpoint: str | Path, spec: GameSpec):
         path = Path(checkpoint)
-        if not (path / CONFIG_FILE).is_file():
-            raise UserError(
-                f"checkpoint={checkpoint} is not a VLM checkpoint (no {CONFIG_FILE}): "
-                "give a folder written by `python -m train recipe=game`"
-            )
+        check_trained_for(checked_checkpoint_config(path), spec, checkpoint)
         self.weights_sha256 = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
         self.model = VLM.from_pretrained(str(path))
         self.model.merge_lora()  # plain linear layers play a little faster

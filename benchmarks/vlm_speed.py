@@ -2,9 +2,16 @@
 
     python benchmarks/vlm_speed.py [--threads 1] [--steps 100]
 
-Training: forward + backward + AdamW step, every part trainable (the tiny preset's first stage),
-on PVP batches and on game-imitation batches (the game prompt is much longer). Game training and
-play are measured with both game instructions (VLMConfig.game_instruction): the paper's, and none.
+Training: forward + backward + AdamW step on one batch, every part trainable (the tiny preset's first
+stage), with train.loop's kernels (OneDNNLinear), on PVP batches and on game-imitation batches (the
+game prompt is much longer). Game training and play are measured with both game instructions
+(VLMConfig.game_instruction): the paper's, and none.
+
+Game training side by side: whole steps as train.loop runs them for recipe=game (GameTask.batch on
+random frames, loss, backward, clipping, AdamW) on three paths that alternate step by step, so that
+load from other processes hits them alike: today's (PyTorch's default kernels: MKL's sgemm), the
+loop's default (OneDNNLinear: the same fp32 arithmetic on oneDNN's matmul) and precision=bf16 (bf16
+autocast, opt-in: other arithmetic).
 
 Play, in steady state as a policy plays: the LoRA weights merged into the LLM, each action brings
 one new frame, FrameCache encodes only that frame, and choose() scores every legal action of the
@@ -16,21 +23,32 @@ than wall time when other jobs share the cores, though not immune (shared caches
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from agents.vlm_policy import game_prompt, shipped_checkpoint
+from collect.dataset import stack_indices
 from envs.games import GAMES, GameSpec
+from train.onednn import OneDNNLinear
+from train.tasks.game import GameTask
 from vlm import TRAINING_STAGES, VLM, FrameCache, VLMConfig, build_tokenizer, encode, prompts
 from vlm.prompts import GAME_INSTRUCTIONS
 
 TRAIN_BATCH = 16
 TRAIN_STEPS = 10
 WARMUP_STEPS = 3
+EPISODE_STEPS = 300  # frames of the random episode that game training draws from
+TRAINING_PATHS = {  # the context of a game training step's forward pass
+    "today (MKL)": contextlib.nullcontext,
+    "OneDNNLinear (default)": OneDNNLinear,
+    "bf16 autocast (opt-in)": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+}
 
 
 def timed(fn) -> tuple[float, float]:
@@ -48,7 +66,9 @@ def train_samples_per_second(model: VLM, samples: list[dict]) -> float:
     batch = model.collate(samples)
 
     def step():
-        model(**batch).loss.backward()
+        with OneDNNLinear():
+            loss = model(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -76,6 +96,50 @@ def game_samples(model: VLM, spec: GameSpec, rng: np.random.Generator) -> list[d
     return [
         dict(images=images[i], prompt=prompt, answer=str(rng.choice(spec.action_names))) for i in range(TRAIN_BATCH)
     ]
+
+
+class RandomEpisode:
+    """What GameTask reads of a collected dataset (its length, spec, and each step's stacked frames
+    and action code, stacked as CollectedDataset stacks them), on one episode of random frames."""
+
+    def __init__(self, spec: GameSpec, steps: int, rng: np.random.Generator):
+        self.spec = spec
+        self.frames = rng.integers(0, 256, size=(steps, *spec.frame_shape), dtype=np.uint8)
+        self.action_codes = rng.integers(len(spec.action_names), size=steps)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, step: int) -> SimpleNamespace:
+        stack = stack_indices(np.array([step]), self.spec.n_stack)[0]
+        return SimpleNamespace(frames=self.frames[stack], action_code=int(self.action_codes[step]))
+
+
+def compare_game_training(tokenizer, spec: GameSpec, rng: np.random.Generator) -> dict[str, float]:
+    """Samples/s of recipe=game training steps on each of TRAINING_PATHS, alternating step by step (median step)."""
+    model = VLM.from_config(VLMConfig.preset("tiny", game_instruction="none"), tokenizer=tokenizer)
+    model.train()
+    model.set_trainable(**TRAINING_STAGES["game"], vision=True, llm=True)  # what recipe=game trains of the tiny preset
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    task = GameTask([RandomEpisode(spec, EPISODE_STEPS, rng)], instruction="none")
+
+    def step(forward_context):
+        batch = task.batch(model, rng, TRAIN_BATCH)
+        with forward_context():
+            loss = task.loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = {path: [] for path in TRAINING_PATHS}
+    for i in range(WARMUP_STEPS + TRAIN_STEPS):
+        for path, forward_context in TRAINING_PATHS.items():
+            wall, _ = timed(lambda context=forward_context: step(context))
+            if i >= WARMUP_STEPS:
+                seconds[path].append(wall)
+    return {path: TRAIN_BATCH / statistics.median(values) for path, values in seconds.items()}
 
 
 def play(model: VLM, spec: GameSpec, steps: int, rng: np.random.Generator) -> dict:
@@ -138,6 +202,19 @@ def main() -> None:
             for s in specs
         ]
     print(f"training samples/s (batch {TRAIN_BATCH}, all parts trainable, median step): {', '.join(rates)}\n")
+
+    today, default, bf16 = TRAINING_PATHS
+    print(
+        f"game training steps (recipe=game, instruction none, batch {TRAIN_BATCH}), samples/s, median of "
+        f"{TRAIN_STEPS} steps per path, paths alternating; load average {os.getloadavg()[0]:.1f} at start"
+    )
+    for spec in specs:
+        rate = compare_game_training(tokenizer, spec, rng)
+        print(
+            f"  {spec.name:<14} {today} {rate[today]:.1f}, {default} {rate[default]:.1f} "
+            f"({rate[default] / rate[today]:.2f}x), {bf16} {rate[bf16]:.1f} ({rate[bf16] / rate[today]:.2f}x)"
+        )
+    print(f"  (load average {os.getloadavg()[0]:.1f} at the end)\n")
 
     model.merge_lora()
     print(

@@ -12,12 +12,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def open_collected(
-    path: str | Path, seeds: list[int] | None, n_stack: int | None = None, held_out: list[int] = ()
+    path: str | Path,
+    seeds: list[int] | None,
+    n_stack: int | None = None,
+    held_out: list[int] = (),
+    verify: bool = False,
 ) -> CollectedDataset:
     """The episodes of a collected dataset whose seeds are in `seeds` (all when None) and not in `held_out`;
-    files are memory-mapped."""
+    files are memory-mapped; `verify` checks every episode file's CRC32 first."""
     path = Path(path).expanduser()
-    dataset = CollectedDataset(path, n_stack=n_stack, verify=False)
+    dataset = CollectedDataset(path, n_stack=n_stack, verify=verify)
     if seeds is None and not held_out:
         return dataset
     wanted = set(dataset.seeds if seeds is None else seeds) - set(held_out)
@@ -32,6 +36,8 @@ class ImageSources:
 
     A source is a collected dataset folder (its single frames, of the episodes in `seeds` but not in
     `held_out`) or any folder holding PNG/JPEG images (searched recursively; seeds do not apply to it).
+    Every source is checked when it is opened, before any training step: each dataset's episode files
+    against their CRC32 (as collect checks them), each image by decoding it.
     """
 
     def __init__(self, sources: list[str], seeds: list[int] | None = None, held_out: list[int] = ()):
@@ -42,11 +48,13 @@ class ImageSources:
         for source in sources:
             path = Path(source).expanduser()
             if is_collected_dataset(path):
-                self.datasets.append(open_collected(path, seeds, n_stack=1, held_out=held_out))
+                self.datasets.append(open_collected(path, seeds, n_stack=1, held_out=held_out, verify=True))
             elif path.is_dir():
                 files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
                 if not files:
                     raise UserError(f"{path} holds no PNG or JPEG images and is not a collected dataset")
+                for file in files:
+                    read_image(file)
                 self.files += files
             else:
                 raise UserError(
@@ -76,5 +84,5 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.array(image.convert("RGB"))
-    except OSError as error:
+    except (OSError, ValueError, SyntaxError) as error:
         raise UserError(f"{path} is not a readable image ({error})") from None

@@ -9,14 +9,14 @@ class UserError(Exception):
 
 
 def exit_on_user_error(main):
-    """Run `main`; a UserError (or a missing file) becomes `error: ...` on stderr and exit code 2."""
+    """Run `main`; a UserError (or a missing file) becomes one line `error: ...` on stderr and exit code 2."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except (UserError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped

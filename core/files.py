@@ -3,12 +3,14 @@
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import UserError
 
 TMP_SUFFIX = ".tmp"
+OLD_SUFFIX = ".old"  # a folder being replaced, kept until its successor is in place
 
 
 def temporary_path(target: Path, tmp_dir: Path | None = None) -> Path:
@@ -19,16 +21,21 @@ def temporary_path(target: Path, tmp_dir: Path | None = None) -> Path:
 def write_atomically(target: Path, write: Callable[[Path], None], tmp_dir: Path | None = None) -> None:
     """`write(tmp)` writes a file or a folder at `tmp`, which then replaces `target` with one rename.
 
-    A folder target is renamed over after the old one is removed, so a kill in between leaves the new
-    folder at its temporary name (`clean_partial` removes it) and no half-written one at `target`.
+    A folder (a multi-file checkpoint) replaces an old one in two renames: the old one to `target.old`, the
+    new one to `target`; a kill between them leaves both whole, and `clean_partial` puts the old one back.
     """
     tmp = temporary_path(target, tmp_dir)
     remove(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     write(tmp)
-    if tmp.is_dir():
-        remove(target)
-    os.replace(tmp, target)
+    if tmp.is_dir() and target.exists():
+        old = target.with_name(target.name + OLD_SUFFIX)
+        remove(old)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        remove(old)
+    else:
+        os.replace(tmp, target)
 
 
 def write_text_atomically(target: Path, text: str, tmp_dir: Path | None = None) -> None:
@@ -48,16 +55,36 @@ def remove(path: Path) -> None:
 
 
 def clean_partial(folder: Path) -> None:
-    """Remove what a killed writer left at temporary names inside `folder`."""
+    """Remove what a killed writer left at temporary names inside `folder`, and put back a folder whose
+    replacement it had not renamed into place yet."""
     if folder.is_dir():
         for path in folder.glob(f"*{TMP_SUFFIX}"):
             remove(path)
+        for old in folder.glob(f"*{OLD_SUFFIX}"):
+            current = old.with_name(old.name.removesuffix(OLD_SUFFIX))
+            if current.exists():
+                remove(old)
+            else:
+                os.replace(old, current)
 
 
-def check_writable(out: Path) -> None:
-    """Refuse an output folder that cannot be written, before anything is played or written."""
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise UserError(f"cannot write results to {out}: {existing} is not a writable folder; choose another with out=")
+def check_writable(out: Path, key: str = "out") -> None:
+    """Refuse an output folder that cannot be written, before anything is played or written: its missing
+    folders are created and removed again, and a new entry is made and removed in it."""
+    created = []
+    try:
+        missing, existing = [], out
+        while not existing.exists() and not existing.is_symlink():
+            missing.append(existing)
+            existing = existing.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        os.rmdir(tempfile.mkdtemp(dir=out, prefix=".write-check-"))
+    except OSError as error:
+        raise UserError(
+            f"cannot write to {key}={out}: not a writable folder ({error.strerror}); choose another {key}="
+        ) from None
+    finally:
+        for folder in reversed(created):
+            folder.rmdir()

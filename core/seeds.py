@@ -8,15 +8,22 @@ def episode_seeds(first: int, episodes: int) -> list[int]:
     return [first + index for index in range(episodes)]
 
 
-def parse_seeds(seeds) -> list[int] | None:
-    """None (every episode), an int, a list of ints, or "first-last" (inclusive) -> a list of seeds."""
+def parse_seeds(seeds, key: str = "seeds") -> list[int] | None:
+    """None (every episode), an int, a list of ints, or "first-last" (inclusive) -> a list of seeds (each >= 0)."""
     if seeds is None:
         return None
-    if isinstance(seeds, int):
-        return [seeds]
+    help_text = f"give a list like {key}=[27,28,29] or a range like {key}=0-26 (seeds are whole numbers >= 0)"
     if isinstance(seeds, str):
         first, sep, last = seeds.partition("-")
-        if not sep or not first.strip().isdigit() or not last.strip().isdigit():
-            raise UserError(f"seeds={seeds!r}: give a list like [27,28,29] or a range like 0-26")
+        if not sep or not first.strip().isdigit() or not last.strip().isdigit() or int(last) < int(first):
+            raise UserError(f"{key}={seeds!r}: {help_text}")
         return list(range(int(first), int(last) + 1))
-    return [int(seed) for seed in seeds]
+    listed = [seeds] if isinstance(seeds, int) else list(seeds)
+    if any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in listed):
+        raise UserError(f"{key}={seeds}: {help_text}")
+    return listed
+
+
+def check_seed_list(key: str, seeds) -> None:
+    """The schema check (core.schema) of an option that takes a seed list."""
+    parse_seeds(seeds, key)

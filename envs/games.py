@@ -128,3 +128,8 @@ def get_game(name: str) -> GameSpec:
     if name not in GAMES:
         raise UserError(f"unknown game {name!r}: choose one of {', '.join(GAMES)}")
     return GAMES[name]
+
+
+def check_game(key: str, name: str) -> None:
+    """The schema check (core.schema) of a game= option."""
+    get_game(name)

@@ -5,6 +5,7 @@ Importing this module registers the ALE games and CarRacingFast-v3 with Gymnasiu
 
 import copy
 import functools
+import pickle
 from pathlib import Path
 
 import ale_py
@@ -17,10 +18,72 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack,
 from core.errors import UserError
 from envs.fast_car_racing import register_fast_car_racing
 from envs.games import GameSpec
-from envs.zoo import VECNORMALIZE_FILE
+from envs.zoo import VECNORMALIZE_FILE, literal_normalize
 
 gym.register_envs(ale_py)
 register_fast_car_racing()
+
+# The classes a vecnormalize.pkl holds (VecNormalize, its running statistics, the observation space and numpy's
+# arrays and generators): the unpickler builds nothing else, so a crafted file cannot run code when loaded.
+VECNORMALIZE_CLASSES = {
+    ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"),
+    ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
+    ("gymnasium.spaces.box", "Box"),
+    ("gymnasium.spaces.dict", "Dict"),
+    ("collections", "OrderedDict"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),  # numpy < 2
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random._mt19937", "MT19937"),
+    ("numpy.random.bit_generator", "SeedSequence"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+}
+# What a damaged pickle raises while it is read.
+UNPICKLING_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError)
+
+
+class VecNormalizeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in VECNORMALIZE_CLASSES:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which VecNormalize statistics never hold")
+        return super().find_class(module, name)
+
+
+def load_vecnormalize(path: Path) -> VecNormalize:
+    """VecNormalize statistics, unpickled with only the classes they hold; a damaged or foreign file is a UserError."""
+    try:
+        with open(path, "rb") as file:
+            stats = VecNormalizeUnpickler(file).load()
+    except (OSError, *UNPICKLING_ERRORS) as error:
+        raise UserError(
+            f"{path} is not readable VecNormalize statistics ({error}): restore it from the training run"
+        ) from None
+    if not isinstance(stats, VecNormalize):
+        raise UserError(f"{path} holds a {type(stats).__name__}, not VecNormalize statistics: restore it")
+    return stats
+
+
+def normalization_stats(pipeline: dict, stats_dir: Path | None) -> VecNormalize | None:
+    """The expert's VecNormalize statistics when its pipeline normalises (None when it does not, or normalises
+    rewards only); a pipeline that normalises observations without its vecnormalize.pkl is refused."""
+    kwargs = normalize_kwargs(pipeline)
+    if kwargs is None:
+        return None
+    stats = stats_dir / VECNORMALIZE_FILE if stats_dir is not None else None
+    if stats is not None and stats.is_file():
+        return load_vecnormalize(stats)
+    if kwargs.get("norm_obs", True):
+        raise UserError(
+            f"this pipeline normalises observations but {stats or 'no ' + VECNORMALIZE_FILE} was given: "
+            f"use the expert folder that rl_zoo3.train wrote, which holds ENV/{VECNORMALIZE_FILE}"
+        )
+    return None
 
 
 @functools.cache
@@ -70,12 +133,9 @@ class FrameTap(gym.Wrapper):
 
 def normalize_kwargs(pipeline: dict) -> dict | None:
     """The VecNormalize settings of a pipeline at test time (reward normalisation off), or None."""
-    normalize = pipeline.get("normalize", False)
+    normalize = literal_normalize(pipeline.get("normalize", False))  # RL-Zoo3 may store a dict literal
     if not normalize:
         return None
-    if isinstance(normalize, str):
-        # RL-Zoo3 stores this field as a Python dict literal, e.g. "{'norm_obs': False, ...}".
-        normalize = eval(normalize, {"__builtins__": {}})  # noqa: S307 - a literal from config.yml
     kwargs = dict(normalize) if isinstance(normalize, dict) else {"norm_obs": bool(normalize)}
     kwargs["norm_reward"] = False
     return kwargs
@@ -105,18 +165,12 @@ def make_play_env(
     venv = make_vec_env(
         env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv, env_kwargs=env_kwargs
     )
-    kwargs = normalize_kwargs(pipeline)
-    if kwargs is not None:
-        stats = stats_dir / VECNORMALIZE_FILE if stats_dir is not None else None
-        if stats is not None and stats.is_file():
-            venv = VecNormalize.load(str(stats), venv)
-            venv.training = False
-            venv.norm_reward = False
-        elif kwargs.get("norm_obs", True):
-            raise UserError(
-                f"this pipeline normalises observations but {stats or 'no ' + VECNORMALIZE_FILE} was given: "
-                f"use the expert folder that rl_zoo3.train wrote, which holds ENV/{VECNORMALIZE_FILE}"
-            )
+    stats = normalization_stats(pipeline, stats_dir)
+    if stats is not None:
+        stats.set_venv(venv)  # what VecNormalize.load does after unpickling
+        venv = stats
+        venv.training = False
+        venv.norm_reward = False
     if pipeline.get("frame_stack"):
         venv = VecFrameStack(venv, int(pipeline["frame_stack"]))
     return venv

@@ -1,14 +1,16 @@
 """python -m eval game=<carracing|spaceinvaders> policy=<vlm|expert|random|...> episodes=15 seed=100000"""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from agents import policy_options
+from agents.options import PlayConfig
 from agents.workers import Player, load_player
 from core.cli import command
 from core.errors import UserError
-from core.files import check_writable
+from core.schema import option
 from core.seeds import episode_seeds
 from envs.games import GameSpec, get_game
 from eval.evaluate import evaluate
@@ -22,20 +24,22 @@ def sticky_kwargs(spec: GameSpec, cfg: DictConfig) -> dict | None:
     return spec.sticky_actions
 
 
-@command("eval")
+@dataclass
+class EvalConfig(PlayConfig):
+    video: bool = option()
+    sticky_actions: bool = option()
+    fast_env: bool = option()
+
+
+@command("eval", EvalConfig)
 def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
-    if int(cfg.episodes) <= 0:
-        raise UserError(f"episodes={cfg.episodes}: evaluate at least one episode")
     out = Path(cfg.out)
-    check_writable(out)
-    env_id, env_kwargs = spec.play_env_id(bool(cfg.fast_env)), sticky_kwargs(spec, cfg)
-    if int(cfg.workers) <= 0:
-        raise UserError(f"workers={cfg.workers}: play with at least one worker")
+    env_id, env_kwargs = spec.play_env_id(cfg.fast_env), sticky_kwargs(spec, cfg)
     player = Player(spec.name, cfg.policy, policy_options(cfg))
     spec, policy = load_player(player)
-    seeds = episode_seeds(int(cfg.seed), int(cfg.episodes))
-    evaluate(policy, spec, seeds, out, bool(cfg.video), env_id, env_kwargs, int(cfg.workers), player)
+    seeds = episode_seeds(cfg.seed, cfg.episodes)
+    evaluate(policy, spec, seeds, out, cfg.video, env_id, env_kwargs, cfg.workers, player)
 
 
 if __name__ == "__main__":

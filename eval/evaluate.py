@@ -6,7 +6,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-import imageio.v2 as imageio
+import imageio.v3 as imageio
 import matplotlib
 
 matplotlib.use("Agg")
@@ -54,7 +54,13 @@ class VideoRecorder:
         self.frames.append(step.frame.repeat(self.scale, axis=0).repeat(self.scale, axis=1))
 
     def write(self, path: Path) -> None:
-        imageio.mimwrite(path, self.frames, fps=self.fps, macro_block_size=1)
+        def write_mp4(tmp: Path) -> None:  # the temporary name has no .mp4: name the format to imageio and ffmpeg
+            imageio.imwrite(
+                tmp, self.frames, extension=".mp4", plugin="FFMPEG", fps=self.fps, macro_block_size=1,
+                output_params=["-f", "mp4"],
+            )  # fmt: skip
+
+        write_atomically(path, write_mp4)
 
 
 def plot_returns(report: dict, spec: GameSpec, path: Path) -> None:

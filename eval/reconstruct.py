@@ -11,8 +11,11 @@ answers are decoded greedily.
 """
 
 import copy
+import functools
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,9 +26,11 @@ from tqdm import tqdm
 from collect.sources import ImageSources
 from core.cli import command
 from core.errors import UserError
-from core.files import check_writable, write_json_atomically
-from core.seeds import parse_seeds
+from core.files import write_atomically, write_json_atomically
+from core.schema import existing_path, option, writable_folder
+from core.seeds import check_seed_list, parse_seeds
 from vlm import VLM, common_prefix_length, encode, prompts
+from vlm.checkpoint import checked_checkpoint_config
 from vlm.decoding import greedy_continue
 
 SIZE = prompts.RECONSTRUCT_SIZE
@@ -135,7 +140,7 @@ def evaluate_reconstruction(
         prediction, valid = reconstructor(frame)
         prediction = worst_answers(prediction, target, valid)
         png = out / f"{index:07d}.png"
-        side_by_side(target, prediction).save(png)
+        write_atomically(png, functools.partial(side_by_side(target, prediction).save, format="PNG"))
         per_image.append(
             {
                 "index": index,
@@ -154,21 +159,37 @@ def evaluate_reconstruction(
     }
 
 
-@command("reconstruct")
+def vlm_checkpoint(key: str, folder: str) -> None:
+    checked_checkpoint_config(Path(folder).expanduser(), key)
+
+
+@dataclass
+class ReconstructConfig:
+    checkpoint: str | None = option(check=vlm_checkpoint)
+    images: str | None = option(check=existing_path)
+    seeds: Any = option(check=check_seed_list)
+    n: int = option(minimum=1)
+    seed: int = option(minimum=0)
+    batch: int = option(minimum=1)
+    threads: int = option(minimum=1)
+    progress: bool = option()
+    out: str = option(check=writable_folder)
+
+
+@command("reconstruct", ReconstructConfig)
 def main(cfg: DictConfig) -> None:
     if cfg.checkpoint is None or cfg.images is None:
         raise UserError(
             "give checkpoint=DIR (a VLM checkpoint) and images=SOURCE (an image folder or a collected dataset)"
         )
-    torch.set_num_threads(int(cfg.threads))
+    torch.set_num_threads(cfg.threads)
     out = Path(cfg.out).expanduser()
-    check_writable(out)
     seeds = parse_seeds(cfg.seeds)
     sources = ImageSources([str(cfg.images)], seeds)
-    if not 0 < int(cfg.n) <= len(sources):
+    if cfg.n > len(sources):
         raise UserError(f"n={cfg.n}: choose between 1 and the {len(sources)} frames the images hold")
     model = VLM.from_pretrained(str(Path(cfg.checkpoint).expanduser())).eval()
-    result = evaluate_reconstruction(model, sources, int(cfg.n), int(cfg.seed), int(cfg.batch), out, bool(cfg.progress))
+    result = evaluate_reconstruction(model, sources, cfg.n, cfg.seed, cfg.batch, out, cfg.progress)
     result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": seeds, **result}
     write_json_atomically(out / "results.json", result)
     print(

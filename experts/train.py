@@ -12,22 +12,27 @@ import argparse
 import io
 import json
 import shutil
+import sys
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import rl_zoo3
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
+from rl_zoo3 import ALGOS
 from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.callbacks import BaseCallback
 
 from core import REPO_ROOT
 from core.cli import command
 from core.errors import UserError
-from core.files import write_atomically, write_json_atomically
-from envs.games import get_game
+from core.files import clean_partial, write_atomically, write_json_atomically, write_text_atomically
+from core.schema import option, writable_folder
+from envs.games import check_game, get_game
 from envs.zoo import (
     ARGS_FILE,
     CONFIG_FILE,
@@ -36,23 +41,57 @@ from envs.zoo import (
     agent_zip,
     is_atari,
     params_dir,
+    read_zoo_yaml,
 )
 from experts.learning_curve import plot_learning_curve, read_monitors
 
 ZOO_HYPERPARAMS = Path(rl_zoo3.__file__).parent / "hyperparams"
-EXPERTS_DIR = REPO_ROOT / "experts"  # the default export: experts/ALGO/ENV_1 in the checkout
+EXPERTS_DIR = REPO_ROOT / "experts"  # the default export: experts/ALGO/ENV_N in the checkout
 OPTIMIZER_MEMBER = "policy.optimizer.pth"  # SB3's name for the optimizer state inside an agent zip
+PROGRESS_FILE = "progress.json"
+EXPORTED_BY = "exported_by"  # progress.json of an export: the run folder that wrote it
+
+
+def agent_file(key: str, path: str) -> None:
+    if path and not Path(path).expanduser().is_file():
+        raise UserError(f"{key}={path} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
+
+
+def optional_folder(key: str, path: str) -> None:
+    if path:
+        writable_folder(key, path)
+
+
+@dataclass
+class TrainExpertConfig:
+    game: str = option(check=check_game)
+    algo: str = option(choices=ALGOS)
+    steps: int = option(minimum=1)
+    seed: int = option(minimum=0)
+    fast_env: bool = option()
+    init: str = option(check=agent_file)
+    save_every: int = option(minimum=1)
+    threads: int = option(minimum=1)
+    progress: bool = option()
+    hyperparams: Any = option()
+    export_only: bool = option()
+    run_dir: str = option(check=writable_folder)
+    out: str = option(check=optional_folder)
+    overwrite: bool = option()
 
 
 class RunState:
-    """The files of one resumable run: `checkpoint/model.zip`, `checkpoint/vecnormalize.pkl`, `progress.json`."""
+    """The files of one resumable run: `checkpoint/model.zip`, `checkpoint/vecnormalize.pkl`, `progress.json`.
+
+    The checkpoint folder is replaced as a whole (core.files), so its model and statistics are always a pair."""
 
     def __init__(self, run_dir: Path, env_id: str):
         self.run_dir = run_dir
         self.env_id = env_id  # the env it trains on now; the checkpoint also resumes on a twin env
-        self.model_path = run_dir / "checkpoint" / "model.zip"
-        self.stats_path = run_dir / "checkpoint" / VECNORMALIZE_FILE
-        self.progress_path = run_dir / "progress.json"
+        self.checkpoint_dir = run_dir / "checkpoint"
+        self.model_path = self.checkpoint_dir / "model.zip"
+        self.stats_path = self.checkpoint_dir / VECNORMALIZE_FILE
+        self.progress_path = run_dir / PROGRESS_FILE
 
     def stage_stats_for_zoo(self) -> None:
         """rl_zoo3 resumes with the stats it finds at `dirname(agent)/ENV/vecnormalize.pkl`."""
@@ -69,13 +108,17 @@ class RunState:
     def adopt(self, agent_zip: Path, stats: Path) -> None:
         """Start this run from another agent, with its VecNormalize stats and, when it is an export of
         this command, its history: progress.json (steps, wall time, segments) and monitor files."""
-        self.model_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(agent_zip, self.model_path)
-        if stats.is_file():
-            shutil.copy(stats, self.stats_path)
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            shutil.copy(agent_zip, tmp / self.model_path.name)
+            if stats.is_file():
+                shutil.copy(stats, tmp / self.stats_path.name)
+
+        write_atomically(self.checkpoint_dir, write)
         folder = agent_zip.parent
-        if (folder / "progress.json").is_file():
-            shutil.copy(folder / "progress.json", self.progress_path)
+        if (folder / PROGRESS_FILE).is_file():
+            write_atomically(self.progress_path, lambda tmp: shutil.copy(folder / PROGRESS_FILE, tmp))
         self.history_dir.mkdir(exist_ok=True)
         for monitor in folder.glob(MONITOR_GLOB):
             shutil.copy(monitor, self.history_dir / monitor.name)
@@ -91,11 +134,16 @@ class RunState:
         return {"steps": 0, "wall_time_s": 0.0, "segments": []}
 
     def save(self, model, progress: dict) -> None:
-        """Write model, stats and progress, each through a temporary file, so a kill leaves the last good set."""
+        """Write the checkpoint folder (model and stats) as a new folder switched into place, then progress."""
         stats = model.get_vec_normalize_env()
-        if stats is not None:
-            write_atomically(self.stats_path, lambda tmp: stats.save(str(tmp)))
-        write_atomically(self.model_path, lambda tmp: model.save(tmp))
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            model.save(tmp / self.model_path.name)
+            if stats is not None:
+                stats.save(str(tmp / self.stats_path.name))
+
+        write_atomically(self.checkpoint_dir, write)
         write_json_atomically(self.progress_path, progress)
 
 
@@ -135,7 +183,7 @@ def build_manager(cfg: DictConfig, state: RunState, progress: dict, init: str) -
     spec = get_game(cfg.game)
     conf_file = state.run_dir / "hyperparams.yml"
     # The zoo keys hyperparameters by env id: the fast twin trains with the original env's recipe.
-    conf_file.write_text(yaml.safe_dump({state.env_id: zoo_hyperparams(cfg.algo, spec.env_id)}))
+    write_text_atomically(conf_file, yaml.safe_dump({state.env_id: zoo_hyperparams(cfg.algo, spec.env_id)}))
     args = argparse.Namespace(
         algo=cfg.algo,
         env=state.env_id,
@@ -192,37 +240,70 @@ def save_policy_only(model, path: Path) -> None:
 
 
 def export(state: RunState, manager: ExperimentManager, model, out: Path, spec_env_id: str) -> None:
-    """Write RL-Zoo3's layout `out/ENV.zip`, `out/ENV/{config,args}.yml`, vecnormalize.pkl, monitor files."""
-    params = params_dir(out, spec_env_id)
-    params.mkdir(parents=True, exist_ok=True)
-    save_policy_only(model, agent_zip(out, spec_env_id))
-    shutil.copy(Path(manager.params_path) / CONFIG_FILE, params / CONFIG_FILE)
+    """Write RL-Zoo3's layout `out/ENV.zip`, `out/ENV/{config,args}.yml`, vecnormalize.pkl, monitor files, as a
+    new folder switched into place."""
     # Named for the game's own env (a fast twin is the same game), so rl_zoo3's enjoy and our eval
     # find ENV.zip; progress.json keeps the env it trained on.
-    args = yaml.load((Path(manager.params_path) / ARGS_FILE).read_text(), Loader=yaml.UnsafeLoader)
+    args = read_zoo_yaml(Path(manager.params_path) / ARGS_FILE)
     args["env"] = spec_env_id
-    (params / ARGS_FILE).write_text(yaml.dump(args))
-    if state.stats_path.is_file():
-        shutil.copy(state.stats_path, params / VECNORMALIZE_FILE)
-    for stale in out.glob(MONITOR_GLOB):
-        stale.unlink()
-    for index, monitor in enumerate(state.monitors()):
-        shutil.copy(monitor, out / f"{index}.monitor.csv")
-    shutil.copy(state.progress_path, out / "progress.json")
-    plot_learning_curve(out, f"{manager.algo} {spec_env_id}")
+    progress = state.progress() | {EXPORTED_BY: str(state.run_dir.resolve())}
+
+    def write(tmp: Path) -> None:
+        params = params_dir(tmp, spec_env_id)
+        params.mkdir(parents=True)
+        save_policy_only(model, agent_zip(tmp, spec_env_id))
+        shutil.copy(Path(manager.params_path) / CONFIG_FILE, params / CONFIG_FILE)
+        (params / ARGS_FILE).write_text(yaml.dump(args))
+        if state.stats_path.is_file():
+            shutil.copy(state.stats_path, params / VECNORMALIZE_FILE)
+        for index, monitor in enumerate(state.monitors()):
+            shutil.copy(monitor, tmp / f"{index}.monitor.csv")
+        (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
+        plot_learning_curve(tmp, f"{manager.algo} {spec_env_id}")
+
+    write_atomically(out, write)
 
 
-@command("train_expert")
+def exported_by(folder: Path, run_dir: Path) -> bool:
+    """Whether `folder` holds an export of the run in `run_dir` (which it may replace)."""
+    try:
+        return json.loads((folder / PROGRESS_FILE).read_text()).get(EXPORTED_BY) == str(run_dir.resolve())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export_folder(cfg: DictConfig, env_id: str, run_dir: Path) -> Path:
+    """Where the agent is exported: out=, or the first experts/ALGO/ENV_N free or holding this run's export.
+    An existing folder this run did not export is replaced only with overwrite=true (a shipped one with a warning)."""
+    if not cfg.out:
+        index = 1
+        while (folder := EXPERTS_DIR / cfg.algo / f"{env_id}_{index}").exists() and not exported_by(folder, run_dir):
+            index += 1
+        return folder
+    folder = Path(cfg.out).expanduser()
+    if folder.exists() and any(folder.iterdir()) and not exported_by(folder, run_dir):
+        if not cfg.overwrite:
+            raise UserError(
+                f"out={cfg.out} holds an agent folder this run did not export: choose another out=, "
+                "leave out= empty (a new experts/ALGO/ENV_N) or pass overwrite=true to replace it"
+            )
+        if folder.resolve().is_relative_to(EXPERTS_DIR):
+            print(f"warning: replacing the shipped expert {folder} (git restores it)", file=sys.stderr)
+    return folder
+
+
+@command("train_expert", TrainExpertConfig)
 def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
-    env_id = spec.play_env_id(bool(cfg.fast_env))
-    torch.set_num_threads(int(cfg.threads))
+    env_id = spec.play_env_id(cfg.fast_env)
+    torch.set_num_threads(cfg.threads)
     state = RunState(Path(cfg.run_dir).expanduser() / f"{cfg.game}_{cfg.algo}_seed{cfg.seed}", env_id)
+    out = export_folder(cfg, spec.env_id, state.run_dir)
+    zoo_hyperparams(cfg.algo, spec.env_id)  # an algo without a recipe for the game stops here
     state.run_dir.mkdir(parents=True, exist_ok=True)
+    clean_partial(state.run_dir)
     if not state.model_path.is_file() and cfg.init:
         agent = Path(cfg.init).expanduser().resolve()
-        if not agent.is_file():
-            raise UserError(f"init={cfg.init} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
         state.adopt(agent, stats=params_dir(agent.parent, spec.env_id) / VECNORMALIZE_FILE)
     progress = state.progress()
     init = ""
@@ -242,7 +323,6 @@ def main(cfg: DictConfig) -> None:
         print(f"training {cfg.algo} on {env_id}: {model.num_timesteps:,} of {int(cfg.steps):,} steps done")
         model.learn(remaining, callback=manager.callbacks + [checkpoint], reset_num_timesteps=False)
         checkpoint.save()
-    out = Path(cfg.out) if cfg.out else EXPERTS_DIR / cfg.algo / f"{spec.env_id}_1"
     export(state, manager, model, out, spec.env_id)
     print(f"exported {model.num_timesteps:,}-step agent to {out}")
 

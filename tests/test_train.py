@@ -2,6 +2,7 @@
 SIGKILL, DDP with 2 gloo processes. Real tiny models (a micro size of the tiny preset), real files.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -25,11 +26,12 @@ from core.seeds import parse_seeds
 from train.__main__ import main as train_main
 from train.checkpoint import checkpoints
 from train.loop import weights_sha256
+from train.onednn import OneDNNLinear
 from train.packing import pack, packed_loss
 from train.tasks import TaskMixer
 from train.tasks.game import GameTask
 from train.tasks.pvp import PVPTask, pvp_question
-from vlm import VLM, VLMConfig
+from vlm import TRAINING_STAGES, VLM, VLMConfig, prompts
 
 # The tiny preset shrunk further so a training step takes milliseconds; same code paths.
 MICRO = dict(
@@ -214,6 +216,36 @@ def test_packed_loss_equals_the_plain_batch_loss(micro_model):
         plain = model(**model.collate(samples)).loss
     assert torch.allclose(packed, plain, atol=1e-5), (packed, plain)
     model.train()
+
+
+def loss_and_gradients(model, batch, linear_kernels) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)  # the same LoRA dropout masks on both paths
+    with linear_kernels():
+        loss = model(**batch).loss
+    loss.backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), gradients
+
+
+def test_onednn_linear_keeps_the_loss_and_gradients_of_a_game_batch():
+    """The loop's OneDNNLinear changes which library multiplies, not what: fp32 results up to rounding."""
+    with OneDNNLinear():
+        product = torch.nn.functional.linear(torch.randn(4, 3, requires_grad=True), torch.randn(2, 3))
+    assert type(product.grad_fn).__name__ == "OneDNNLinearFunctionBackward"  # it does take the other path
+    model = VLM.from_config(VLMConfig.preset("tiny", **MICRO)).train()
+    model.set_trainable(**TRAINING_STAGES["scratch"])
+    rng = np.random.default_rng(2)
+    stacks = rng.integers(0, 256, (3, 2, 96, 96, 3), dtype=np.uint8)  # 3 CarRacing observations of 2 frames
+    prompt = prompts.game_prompt(2, "", "carracing")
+    answers = ("left_gas", "right", "straight_coast")  # answers of different lengths: padded rows
+    batch = model.collate([dict(images=model.preprocess(s), prompt=prompt, answer=a) for s, a in zip(stacks, answers)])
+    mkl_loss, mkl_gradients = loss_and_gradients(model, batch, contextlib.nullcontext)
+    onednn_loss, onednn_gradients = loss_and_gradients(model, batch, OneDNNLinear)
+    torch.testing.assert_close(onednn_loss, mkl_loss, rtol=1e-6, atol=0)
+    assert onednn_gradients.keys() == mkl_gradients.keys()
+    for name, gradient in mkl_gradients.items():
+        torch.testing.assert_close(onednn_gradients[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
 
 
 # ---- the command: stages, resume, DDP ----------------------------------------------------------

@@ -8,22 +8,116 @@ stage's tasks that has a validation metric (the game task: action accuracy and c
 """
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from collect.sources import ImageSources
+from core import files
 from core.cli import command
 from core.errors import UserError
-from core.seeds import parse_seeds
-from envs.games import GAMES, get_game
+from core.schema import existing_paths, option, positive, writable_folder
+from core.seeds import check_seed_list, parse_seeds
+from envs.games import GAMES, check_game, get_game
 from train import checkpoint
 from train.loop import PRECISIONS, StageConfig, start_distributed, train_stage
 from train.tasks import build_tasks
-from vlm import TRAINING_STAGES, VLM, VLMConfig, build_tokenizer, prompts
+from vlm import PRESETS, TRAINING_STAGES, VLM, VLMConfig, build_tokenizer, prompts
+from vlm.checkpoint import checked_checkpoint_config
+from vlm.model import CONFIG_FILE
 
 NEW_MODEL = "none"  # init=none: the first stage starts from a new model of the `model` preset
+
+
+def known_trainable(key: str, trainable) -> None:
+    """A vlm.TRAINING_STAGES name or a list of parts."""
+    if not isinstance(trainable, ListConfig | list) and trainable not in TRAINING_STAGES:
+        raise UserError(f"{key}={trainable!r} is neither a list of parts nor one of {sorted(TRAINING_STAGES)}")
+
+
+def vlm_config_fields(key: str, overrides: DictConfig) -> None:
+    """VLMConfig fields with values it accepts."""
+    try:
+        VLMConfig.from_dict(OmegaConf.to_container(overrides))
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{key}: {error}") from None
+
+
+def init_checkpoint(key: str, init: str) -> None:
+    """none (a new model) or a whole VLM checkpoint folder."""
+    if init == NEW_MODEL:
+        return
+    path = Path(init).expanduser()
+    if not path.is_dir():
+        raise UserError(
+            f"{key}={init} is not a checkpoint folder (VLM.save_pretrained writes one; each stage's is STAGE/final)"
+        )
+    checked_checkpoint_config(path, key)
+
+
+def model_out(key: str, out: str) -> None:
+    """Where the last stage's model is copied: a new folder, or a VLM checkpoint (which it replaces)."""
+    writable_folder(key, out)
+    path = Path(out).expanduser()
+    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
+        raise UserError(f"{key}={out} holds files that are not a VLM checkpoint: choose a new folder for {key}=")
+
+
+@dataclass
+class TaskMixing:
+    """What every task's recipe entry holds; a task checks its own further options when it is built."""
+
+    ratio: float = option(check=positive)
+    batch_size: int = option(minimum=1)
+
+
+@dataclass
+class StageOptions:
+    trainable: Any = option(check=known_trainable)
+    tasks: dict[str, TaskMixing] = option()
+    steps: int = option(minimum=1)
+    lr: float = option(check=positive)
+    warmup_steps: int = option(minimum=0)
+    min_lr_ratio: float = option(minimum=0.0, maximum=1.0)
+    weight_decay: float = option(minimum=0.0)
+    grad_accum: int = option(minimum=1)
+    max_grad_norm: float = option(check=positive)
+    save_every: int = option(minimum=1)
+    log_every: int = option(minimum=1)
+
+
+@dataclass
+class RecipeOptions:
+    stages: dict[str, StageOptions] = option()
+
+
+@dataclass
+class ModelOptions:
+    preset: str = option(choices=PRESETS)
+    config: Any = option(check=vlm_config_fields)
+    extra_trainable: list[str] = option()
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = option(check=existing_paths)
+    seeds: Any = option(check=check_seed_list)
+    val_seeds: Any = option(check=check_seed_list)
+    game: str | None = option(check=check_game)
+    init: str | None = option(check=init_checkpoint)
+    stages: list[str] | None = option()
+    run: str = option()
+    run_dir: str = option(check=writable_folder)
+    out: str | None = option(check=model_out)
+    seed: int = option(minimum=0)
+    threads: int = option(minimum=1)
+    precision: str = option(choices=PRECISIONS)
+    progress: bool = option()
+    recipe: RecipeOptions = option()
+    model: ModelOptions = option()
 
 
 def game_texts() -> list[str]:
@@ -48,11 +142,6 @@ def stage_configs(cfg: DictConfig) -> list[StageConfig]:
         values = OmegaConf.to_container(stage, resolve=True)
         trainable = values.pop("trainable")
         if isinstance(trainable, str):
-            if trainable not in TRAINING_STAGES:
-                raise UserError(
-                    f"stage {name}: trainable={trainable!r} is neither a list of parts "
-                    f"nor one of {sorted(TRAINING_STAGES)}"
-                )
             trainable = [part for part, on in TRAINING_STAGES[trainable].items() if on]
         parts = list(dict.fromkeys([*trainable, *cfg.model.extra_trainable]))
         stages.append(StageConfig(name=name, trainable=parts, **values))
@@ -74,10 +163,8 @@ def describe(summary: dict) -> str:
     )
 
 
-@command("train")
+@command("train", TrainConfig)
 def main(cfg: DictConfig) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise UserError(f"precision={cfg.precision}: choose one of {', '.join(PRECISIONS)}")
     runtime = start_distributed(int(cfg.seed), cfg.precision, bool(cfg.progress))
     torch.set_num_threads(int(cfg.threads))
     stages = stage_configs(cfg)
@@ -88,10 +175,6 @@ def main(cfg: DictConfig) -> None:
     validators = build_tasks(stages[-1].tasks, sources, game, val_seeds)[0] if val_seeds else {}
     run_dir = Path(cfg.run_dir).expanduser() / cfg.run
     init = None if cfg.init in (None, NEW_MODEL) else Path(cfg.init).expanduser()
-    if init is not None and not init.is_dir():
-        raise UserError(
-            f"init={cfg.init} is not a checkpoint folder (VLM.save_pretrained writes one; each stage's is STAGE/final)"
-        )
     previous = None if init is None else str(init)
     for stage in stages:
         stage_dir = run_dir / stage.name
@@ -124,7 +207,7 @@ def main(cfg: DictConfig) -> None:
                 print(report)
     if runtime.is_main and previous is not None:
         if cfg.out:
-            shutil.copytree(previous, Path(cfg.out).expanduser(), dirs_exist_ok=True)
+            files.write_atomically(Path(cfg.out).expanduser(), lambda tmp: shutil.copytree(previous, tmp))
             previous = cfg.out
         print(f"model: {previous}")
 

@@ -8,7 +8,9 @@ validation.json beside it; play it with `python -m eval policy=bc checkpoint=<fo
 """
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +24,9 @@ from collect.sources import ImageSources, open_collected
 from core.cli import command
 from core.errors import UserError
 from core.files import write_json_atomically
-from core.seeds import parse_seeds
-from envs.games import GameSpec, get_game
+from core.schema import existing_paths, option, positive, writable_folder
+from core.seeds import check_seed_list, parse_seeds
+from envs.games import GameSpec, check_game, get_game
 
 VALIDATION_FILE = "validation.json"
 EVAL_BATCH = 256
@@ -72,13 +75,29 @@ def imitated(sources: ImageSources, kinds, spec: GameSpec, seeds: list[int] | No
     return datasets
 
 
-@command("bc")
+@dataclass
+class BCTrainConfig:
+    game: str | None = option(check=check_game)
+    data: list[str] = option(check=existing_paths)
+    imitate: list[str] = option()
+    seeds: Any = option(check=check_seed_list)
+    val_seeds: Any = option(check=check_seed_list)
+    steps: int = option(minimum=1)
+    batch_size: int = option(minimum=1)
+    lr: float = option(check=positive)
+    seed: int = option(minimum=0)
+    threads: int = option(minimum=1)
+    run: str = option()
+    run_dir: str = option(check=writable_folder)
+    out: str | None = option(check=writable_folder)
+    progress: bool = option()
+
+
+@command("bc", BCTrainConfig)
 def main(cfg: DictConfig) -> None:
     if cfg.game is None:
         raise UserError("give game=<carracing|spaceinvaders>: the game whose dataset is imitated")
     spec = get_game(cfg.game)
-    if int(cfg.steps) <= 0 or int(cfg.batch_size) <= 0:
-        raise UserError(f"steps={cfg.steps} batch_size={cfg.batch_size}: both must be positive")
     torch.set_num_threads(int(cfg.threads))
     kinds = list(cfg.imitate)
     val_seeds = parse_seeds(cfg.val_seeds) or []

@@ -15,7 +15,9 @@ imports no gymnasium. Writes run_dir/run/dagger.json (return and held-out accura
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -28,7 +30,10 @@ from core.cli import command  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
 from core.runs import final_dir  # noqa: E402
-from envs.games import get_game  # noqa: E402
+from core.schema import option, positive, writable_folder  # noqa: E402
+from core.seeds import check_seed_list  # noqa: E402
+from envs.games import check_game, get_game  # noqa: E402
+from vlm.checkpoint import checked_checkpoint_config  # noqa: E402
 
 GAME_STAGE = "game"  # the stage of recipe=game
 REPORT_FILE, PLOT_FILE = "dagger.json", "dagger.png"
@@ -95,20 +100,44 @@ def plot(rounds: list[dict], start: dict, out: Path, title: str) -> None:
     plt.close(figure)
 
 
-@command("dagger")
+def vlm_checkpoint(key: str, folder: str) -> None:
+    checked_checkpoint_config(Path(folder).expanduser(), key)
+
+
+def collected_datasets(key: str, folders: list[str]) -> None:
+    for folder in folders:
+        if not is_collected_dataset(Path(folder).expanduser()):
+            raise UserError(f"{key}={folder} is not a collected dataset: run `python -m collect out={folder}` first")
+
+
+@dataclass
+class DaggerConfig:
+    game: str | None = option(check=check_game)
+    init: str | None = option(check=vlm_checkpoint)
+    data: list[str] = option(check=collected_datasets)
+    rounds: int = option(minimum=1)
+    episodes: int = option(minimum=1)
+    beta: float = option(minimum=0.0, maximum=1.0)
+    beta_decay: float = option(minimum=0.0, maximum=1.0)
+    expert: str | None = option()
+    deterministic: bool | None = option()
+    steps: int = option(minimum=1)
+    lr: float = option(check=positive)
+    val_seeds: Any = option(check=check_seed_list)
+    seed: int = option(minimum=0)
+    rollout_seed: int = option(minimum=0)
+    selection_seed: int = option(minimum=0)
+    eval_episodes: int = option(minimum=1)
+    run: str = option()
+    run_dir: str = option(check=writable_folder)
+
+
+@command("dagger", DaggerConfig)
 def main(cfg: DictConfig) -> None:
-    spec = get_game(cfg.game) if cfg.game else None
-    if spec is None or cfg.init is None or not cfg.data:
+    if cfg.game is None or cfg.init is None or not cfg.data:
         raise UserError("give game=<carracing|spaceinvaders>, init=<a game checkpoint> and data=[<its expert dataset>]")
-    init = Path(cfg.init).expanduser()
-    if not (init / "config.json").is_file():
-        raise UserError(f"init={cfg.init} is not a VLM checkpoint: give the game model DAgger starts from")
+    spec, init = get_game(cfg.game), Path(cfg.init).expanduser()
     expert_data = [str(Path(d).expanduser()) for d in cfg.data]
-    for folder in expert_data:
-        if not is_collected_dataset(Path(folder)):
-            raise UserError(f"data={folder} is not a collected dataset: run `python -m collect out={folder}` first")
-    if int(cfg.rounds) <= 0 or int(cfg.episodes) <= 0:
-        raise UserError(f"rounds={cfg.rounds} episodes={cfg.episodes}: both must be positive")
     run_dir = Path(cfg.run_dir).expanduser() / cfg.run
     shared = [f"game={spec.name}", f"seed={cfg.seed}"]
     labeller = [f"expert={cfg.expert}"] if cfg.expert else []

@@ -1,5 +1,6 @@
 """One training loop for every recipe: AdamW, cosine schedule with warmup, bf16 autocast where supported,
-gradient accumulation, clipping, periodic checkpoints and exact resume, TensorBoard, DDP under torchrun.
+gradient accumulation, clipping, periodic checkpoints and exact resume, TensorBoard, DDP under torchrun,
+fp32 linear layers on oneDNN's matmul on CPUs (train/onednn.py).
 
 Randomness is drawn from generators seeded by (seed, step, rank), so a resumed run draws the same
 tasks, images, locations and dropout masks as an uninterrupted one, and needs no RNG state on disk.
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from core.errors import UserError
 from train import checkpoint
+from train.onednn import OneDNNLinear
 from train.tasks import StageTask, Task, TaskMixer
 from vlm import VLM
 
@@ -51,6 +53,7 @@ class StageConfig:
 class Runtime:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, else fp32; or bf16 / fp32
+    onednn_linear: bool = True  # on CPU, fp32 linear layers on oneDNN (OneDNNLinear); False: PyTorch's default (MKL)
     progress: bool = True
     rank: int = 0
     world_size: int = 1
@@ -156,6 +159,7 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
     autocast = torch.autocast(
         runtime.device.type, dtype=runtime.autocast_dtype or torch.float32, enabled=runtime.autocast_dtype is not None
     )
+    linear_kernels = OneDNNLinear if runtime.onednn_linear and runtime.device.type == "cpu" else contextlib.nullcontext
     last_losses: dict[str, float] = {}
     while state["step"] < stage.steps:
         step = state["step"]
@@ -172,7 +176,7 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
             last_micro = micro == stage.grad_accum - 1
             sync = contextlib.nullcontext() if last_micro or runtime.world_size == 1 else objective.no_sync()
             with sync:
-                with autocast:
+                with autocast, linear_kernels():
                     loss = objective(task, batch)
                 (loss / stage.grad_accum).backward()
             step_losses.setdefault(name, []).append(loss.item())

@@ -2,7 +2,7 @@
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -58,6 +58,9 @@ class VLMConfig:
     # instruction is the same in every sample, so a model trained from scratch learns nothing from
     # it, and it is most of a prompt's tokens (CarRacing: 243 with it, 60 without). Training records it here.
     game_instruction: str = "paper"
+    # The games the game task trained it to play, each with its action words in code order (training records
+    # them); a policy refuses any other game. Empty: not recorded (checkpoints saved before this field).
+    games: dict[str, list[str]] = field(default_factory=dict)
 
     # Runtime. dtype is that of the two towers; projector, prompt encoder and LoRA stay float32.
     dtype: str = "float32"

@@ -66,8 +66,10 @@ class GameTask(Task):
         return cls(datasets, instruction, validation)
 
     def configure(self, model: VLM) -> None:
-        """The model keeps the instruction it is trained with in its config, so that it plays with it."""
+        """The model keeps the instruction it is trained with, and the games and action words it learns, in its
+        config, so that it plays with that instruction and only those games."""
         model.config.game_instruction = self.instruction
+        model.config.games = {d.spec.name: list(d.spec.action_names) for d in self.datasets}
 
     def batch(self, model: VLM, rng: np.random.Generator, batch_size: int) -> dict:
         sizes = np.array([len(d) for d in self.datasets], dtype=np.float64)

@@ -1,0 +1,27 @@
+"""The options of every command that plays episodes (eval, collect), as the schema core.schema checks them."""
+
+from dataclasses import dataclass
+
+from agents.registry import POLICIES
+from core.schema import option, writable_folder
+from envs.games import check_game
+
+
+def known_policy(key: str, name: str) -> None:
+    POLICIES.get(name)
+
+
+@dataclass
+class PlayConfig:
+    """The options of every command that plays episodes (eval, collect): the schema core.schema checks."""
+
+    game: str = option(check=check_game)
+    policy: str = option(check=known_policy)
+    expert: str | None = option()  # the policy checks the folder when it is built, before any episode
+    checkpoint: str | None = option()
+    beta: float | None = option(minimum=0.0, maximum=1.0)
+    deterministic: bool | None = option()
+    episodes: int = option(minimum=1)
+    seed: int = option(minimum=0)  # Gymnasium seeds are non-negative
+    workers: int = option(minimum=1)
+    out: str = option(check=writable_folder)
