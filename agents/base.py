@@ -1,11 +1,14 @@
 """The interface every player implements: reset(seed), then act(observation) -> env action."""
 
+import hashlib
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from envs.games import GameSpec
 
@@ -65,3 +68,27 @@ class Policy(ABC):
     def summarize_report(self, counts: dict) -> dict:
         """results.json's policy_report from counts added up over the episodes (rates derived here)."""
         return counts
+
+
+class FrameStackPolicy(Policy):
+    """A learned policy that looks at the last `n_stack` frames (the first one repeated at an episode's start,
+    as the datasets store them) and is fingerprinted by its weights file."""
+
+    def __init__(self, n_stack: int, weights: Path):
+        self.frames: deque[np.ndarray] = deque(maxlen=n_stack)
+        self.weights_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.weights_sha256
+
+    def reset(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.frames.clear()
+
+    def stacked(self, frame: np.ndarray) -> np.ndarray:
+        """Push this step's frame; -> the stack [n_stack, ...], oldest first."""
+        if not self.frames:
+            self.frames.extend([frame] * (self.frames.maxlen - 1))
+        self.frames.append(frame)
+        return np.stack(self.frames)

@@ -7,9 +7,7 @@ frame repeated at an episode's start, as the VLM policy and the datasets do). Tr
 train.bc`; the checkpoint is a folder with `config.json` and `model.safetensors`.
 """
 
-import hashlib
 import json
-from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from agents.base import Observation, Policy
+from agents.base import FrameStackPolicy, Observation
 from agents.registry import register_policy
 from core.errors import UserError
 from core.files import write_atomically
@@ -101,7 +99,7 @@ def load_bc(folder: Path) -> tuple[NatureCNN, BCConfig]:
 
 
 @register_policy("bc")
-class BCPolicy(Policy):
+class BCPolicy(FrameStackPolicy):
     """Plays a `python -m train.bc` checkpoint greedily (the most likely action code), in the game's default
     pipeline. checkpoint=: its folder."""
 
@@ -120,24 +118,12 @@ class BCPolicy(Policy):
         self.model, self.config = load_bc(path)
         if self.config.game != spec.name or tuple(self.config.action_names) != spec.action_names:
             raise UserError(f"checkpoint={checkpoint} was trained for {self.config.game}, not {spec.name}")
-        self.weights_sha256 = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+        super().__init__(self.config.n_stack, path / WEIGHTS_FILE)
         self.spec = spec
         self.policy_id = f"bc-{model_name(path)}"
-        self.frames: deque[np.ndarray] = deque(maxlen=self.config.n_stack)
-
-    @property
-    def fingerprint(self) -> str:
-        return self.weights_sha256
-
-    def reset(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        self.frames.clear()
 
     @torch.inference_mode()
     def act(self, observation: Observation):
-        grey = grey_frames(observation.frame, self.config.side)
-        if not self.frames:
-            self.frames.extend([grey] * (self.config.n_stack - 1))
-        self.frames.append(grey)
-        logits = self.model(torch.from_numpy(np.stack(self.frames))[None])  # [1, n_actions]
+        stack = self.stacked(grey_frames(observation.frame, self.config.side))  # [n_stack, side, side]
+        logits = self.model(torch.from_numpy(stack)[None])  # [1, n_actions]
         return self.spec.codec.decode(int(logits.argmax(-1)))

@@ -1,14 +1,9 @@
 """A fine-tuned VLM as a policy: stacked frames -> game prompt -> the most likely legal action."""
 
-import hashlib
 import sys
-from collections import deque
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from agents.base import Observation, Policy
+from agents.base import FrameStackPolicy, Observation
 from agents.registry import register_policy
 from core import REPO_ROOT
 from core.errors import UserError
@@ -48,7 +43,7 @@ def game_prompt(config: VLMConfig, spec: GameSpec) -> str:
 
 
 @register_policy("vlm")
-class VLMPolicy(Policy):
+class VLMPolicy(FrameStackPolicy):
     """Plays by constrained choice among the game's action words, in the game's default pipeline.
 
     checkpoint=: a folder written by `python -m train` (default: the game's shipped checkpoints/game_<game>).
@@ -73,7 +68,7 @@ class VLMPolicy(Policy):
     def __init__(self, checkpoint: str | Path, spec: GameSpec):
         path = Path(checkpoint)
         check_trained_for(checked_checkpoint_config(path), spec, checkpoint)
-        self.weights_sha256 = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+        super().__init__(spec.n_stack, path / WEIGHTS_FILE)
         self.model = VLM.from_pretrained(str(path))
         self.model.merge_lora()  # plain linear layers play a little faster
         self.spec = spec
@@ -81,23 +76,11 @@ class VLMPolicy(Policy):
         self.prompt = game_prompt(self.model.config, spec)
         self.candidates = list(spec.action_names)
         self.cache = FrameCache(self.model, capacity=2 * spec.n_stack)
-        self.frames: deque[np.ndarray] = deque(maxlen=spec.n_stack)
         self.decisions = 0
         self.greedy_illegal = 0
 
-    @property
-    def fingerprint(self) -> str:
-        return self.weights_sha256
-
-    def reset(self, seed: int) -> None:
-        torch.manual_seed(seed)
-        self.frames.clear()
-
     def act(self, observation: Observation):
-        if not self.frames:
-            self.frames.extend([observation.frame] * (self.spec.n_stack - 1))
-        self.frames.append(observation.frame)
-        tokens = self.cache(np.stack(self.frames))  # [n_stack, T, D]
+        tokens = self.cache(self.stacked(observation.frame))  # [n_stack, T, D]
         choice = self.model.choose(self.prompt, self.candidates, image_tokens=tokens[None])
         self.decisions += 1
         self.greedy_illegal += int(not bool(choice.greedy_legal[0]))
