@@ -79,6 +79,13 @@ class ImageSources:
         of `game` if given."""
         return [d for d in self.datasets if d.policy_kind in kinds and game in (None, d.spec.name)]
 
+    def stacked_played_by(
+        self, kinds, game: str | None = None, seeds: list[int] | None = None
+    ) -> list[CollectedDataset]:
+        """`played_by`'s datasets reopened with their game's own frame stack (the sources hold single frames):
+        the same episodes, or those of `seeds`."""
+        return [open_collected(d.root, d.seeds if seeds is None else seeds) for d in self.played_by(kinds, game)]
+
 
 def read_image(path: Path) -> np.ndarray:
     try:

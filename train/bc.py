@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from agents.bc_policy import BCConfig, NatureCNN, grey_frames, save_bc
 from collect.dataset import CollectedDataset, stack_indices
-from collect.sources import ImageSources, open_collected
+from collect.sources import ImageSources
 from core.cli import command
 from core.errors import UserError
 from core.files import write_json_atomically
@@ -67,9 +67,7 @@ def accuracy(model: NatureCNN, data: StackedGrey) -> float:
 
 def imitated(sources: ImageSources, kinds, spec: GameSpec, seeds: list[int] | None = None) -> list[CollectedDataset]:
     """The datasets of the game played by `kinds` among the sources, with the game's frame stack."""
-    datasets = [
-        open_collected(d.root, d.seeds if seeds is None else seeds) for d in sources.played_by(kinds, spec.name)
-    ]
+    datasets = sources.stacked_played_by(kinds, spec.name, seeds)
     if not datasets:
         raise UserError(f"no dataset of {spec.name} played by {'|'.join(kinds)} among data=: collect one first")
     return datasets

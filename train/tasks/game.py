@@ -35,12 +35,6 @@ VALIDATION_BATCH = 16  # observations per choose() call
 IMITATED_KINDS = ("expert",)  # default `imitate`: the policies whose datasets are worth imitating
 
 
-def played_datasets(sources: ImageSources, kinds, game: str | None) -> list[CollectedDataset]:
-    """The datasets played by policies of `kinds` among the sources (same episodes; of `game` if given),
-    each with its game's own frame stack."""
-    return [open_collected(d.root, d.seeds) for d in sources.played_by(kinds, game)]
-
-
 @register_task("game")
 @dataclass
 class GameTask(Task):
@@ -59,7 +53,7 @@ class GameTask(Task):
                 f"game task instruction={instruction!r}: choose one of {', '.join(prompts.GAME_INSTRUCTIONS)}"
             )
         kinds = tuple(options.get("imitate", IMITATED_KINDS))
-        datasets = played_datasets(sources, kinds, game)
+        datasets = sources.stacked_played_by(kinds, game)
         if not datasets:
             raise NoData(f"no dataset played by {'|'.join(kinds)}{' of ' + game if game else ''} among the sources")
         validation = None if not val_seeds else held_out_dataset(sources, kinds, game, val_seeds)
