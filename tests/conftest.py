@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub by the tests
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -19,6 +20,13 @@ def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_command(main, config_name: str, *overrides: str) -> None:
+    """`python -m <command> OVERRIDES` in this process: Hydra composes configs/<config_name>.yaml, the command's
+    own main (schema check included) runs."""
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        main.__wrapped__(compose(config_name=config_name, overrides=list(overrides)))
 
 
 @pytest.fixture(scope="session")

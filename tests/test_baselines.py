@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import EXPERT_VAL_SEED, REPO_ROOT
-from hydra import compose, initialize_config_dir
+from conftest import EXPERT_VAL_SEED, run_command
 from safetensors.torch import load_file
 from stable_baselines3.common.atari_wrappers import WarpFrame
 from test_train import MICRO
@@ -27,11 +26,6 @@ from train.dagger import main as dagger_main
 from vlm import VLM, VLMConfig
 
 SPACEINVADERS = get_game("spaceinvaders")
-
-
-def run_command(main, config_name: str, *overrides: str) -> None:
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        main.__wrapped__(compose(config_name=config_name, overrides=list(overrides)))
 
 
 @pytest.fixture(scope="module")

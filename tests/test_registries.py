@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from hydra import compose, initialize_config_dir
+from conftest import run_command
 from PIL import Image
 from test_train import MICRO_OVERRIDES, compose_train
 
@@ -77,11 +76,6 @@ class AnswerBlackTask(Task):
         answer = model.generate(prompts.reconstruct_prompt(0, 0), images=model.preprocess(self.sources[0][None])[None])
         (stage_dir / "answer_black.json").write_text(json.dumps({"answer": answer[0]}))
         return f"answer_black validation: {answer[0]!r}"
-
-
-def run_command(main, config_name: str, *overrides: str) -> None:
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        main.__wrapped__(compose(config_name=config_name, overrides=list(overrides)))
 
 
 def test_a_policy_registered_here_is_played_by_eval_collect_and_takeover(tmp_path):
