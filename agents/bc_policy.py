@@ -21,6 +21,7 @@ from agents.base import FrameStackPolicy, Observation
 from agents.registry import register_policy
 from core.errors import UserError
 from core.files import write_atomically
+from core.integrity import check_safetensors, damaged, read_json
 from core.runs import model_name
 from envs.games import GameSpec
 
@@ -92,9 +93,18 @@ def load_bc(folder: Path) -> tuple[NatureCNN, BCConfig]:
             f"checkpoint={folder} is not a BC checkpoint (no {', '.join(missing)}): "
             "train one with `python -m train.bc game=<game> data=[<dataset>] out=<folder>`"
         )
-    config = BCConfig(**json.loads((folder / CONFIG_FILE).read_text()))
-    model = config.build()
-    load_model(model, str(folder / WEIGHTS_FILE))
+    check_safetensors(folder / WEIGHTS_FILE, "checkpoint")
+    try:
+        config = BCConfig(**read_json(folder / CONFIG_FILE, "checkpoint"))
+        model = config.build()
+    except (TypeError, ValueError) as error:
+        raise UserError(
+            f"checkpoint={folder} is not a BC checkpoint ({error}): {CONFIG_FILE} is not BCConfig's"
+        ) from None
+    try:
+        load_model(model, str(folder / WEIGHTS_FILE))
+    except RuntimeError as error:  # tensors missing, unexpected or of another shape
+        raise damaged(folder / WEIGHTS_FILE, "checkpoint", " ".join(str(error).split())[:200]) from None
     return model.eval(), config
 
 

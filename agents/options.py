@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from agents.registry import POLICIES
 from core.schema import option, writable_folder
+from core.seeds import SEED_MAX
 from envs.games import check_game
 
 
@@ -22,6 +23,6 @@ class PlayConfig:
     beta: float | None = option(minimum=0.0, maximum=1.0)
     deterministic: bool | None = option()
     episodes: int = option(minimum=1)
-    seed: int = option(minimum=0)  # Gymnasium seeds are non-negative
+    seed: int = option(minimum=0, maximum=SEED_MAX)  # Gymnasium seeds are non-negative
     workers: int = option(minimum=1)
     out: str = option(check=writable_folder)

@@ -2,11 +2,16 @@
 (core.schema) checks them before any work, and bad input exits 2 with one line."""
 
 import functools
+import sys
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from core import REPO_ROOT
-from core.errors import exit_on_user_error
+from core.errors import UserError, exit_on_user_error
 from core.schema import validate
 
 CONFIGS_DIR = REPO_ROOT / "configs"
@@ -23,8 +28,49 @@ def command(config_name: str, schema: type):
             validate(cfg, schema)
             return main(cfg)
 
-        return hydra.main(config_path=str(CONFIGS_DIR), config_name=config_name, version_base=HYDRA_VERSION_BASE)(
+        hydra_main = hydra.main(config_path=str(CONFIGS_DIR), config_name=config_name, version_base=HYDRA_VERSION_BASE)(
             exit_on_user_error(validated)
         )
 
+        def entry(cfg=None):
+            if cfg is None:
+                exit_on_user_error(check_overrides)(config_name, sys.argv[1:])
+            return hydra_main(cfg)
+
+        entry.__wrapped__ = hydra_main.__wrapped__
+        entry.__doc__ = main.__doc__
+        return entry
+
     return decorate
+
+
+def check_overrides(config_name: str, args: list[str]) -> None:
+    """Hydra's own refusals (an override it cannot parse, an option or config file that does not exist) as one
+    UserError line, before Hydra starts. Flags (`--help`, `--cfg job`, `-m`) and `hydra.*` overrides are Hydra's."""
+    if any(arg.startswith("-") for arg in args):
+        return
+    overrides = [arg for arg in args if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except HydraException:
+            raise UserError(
+                f"cannot read the override {override!r}: write key=value, a list as key=[a,b] "
+                "(https://hydra.cc/docs/advanced/override_grammar/basic)"
+            ) from None
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base=HYDRA_VERSION_BASE):
+            compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException as error:
+        group, _, name = error.missing_cfg_file.rpartition("/")
+        choices = ", ".join(error.options or [])
+        raise UserError(f"{group}={name}: there is no configs/{group}/{name}.yaml; choose one of {choices}") from None
+    except (HydraException, ValueError) as error:
+        if isinstance(error.__cause__, ConfigAttributeError | ConfigKeyError):
+            key = str(error).split("'")[1]  # "Could not override 'KEY'."
+            raise UserError(
+                f"{key} is not an option of {config_name}: see configs/{config_name}.yaml for the options "
+                f"(+{key}=VALUE adds a new one)"
+            ) from None
+        raise UserError(f"the overrides do not fit configs/{config_name}.yaml: {str(error).splitlines()[0]}") from None

@@ -2,6 +2,8 @@
 
 from core.errors import UserError
 
+SEED_MAX = 2**32 - 1  # the largest seed np.random.seed takes (torch takes < 2**64)
+
 
 def episode_seeds(first: int, episodes: int) -> list[int]:
     """The seed of each episode a command plays: first, first + 1, ..."""

@@ -28,7 +28,7 @@ from core.cli import command
 from core.errors import UserError
 from core.files import write_atomically, write_json_atomically
 from core.schema import existing_path, option, writable_folder
-from core.seeds import check_seed_list, parse_seeds
+from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from vlm import VLM, common_prefix_length, encode, prompts
 from vlm.checkpoint import checked_checkpoint_config
 from vlm.decoding import greedy_continue
@@ -169,7 +169,7 @@ class ReconstructConfig:
     images: str | None = option(check=existing_path)
     seeds: Any = option(check=check_seed_list)
     n: int = option(minimum=1)
-    seed: int = option(minimum=0)
+    seed: int = option(minimum=0, maximum=SEED_MAX)
     batch: int = option(minimum=1)
     threads: int = option(minimum=1)
     progress: bool = option()

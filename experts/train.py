@@ -32,6 +32,7 @@ from core.cli import command
 from core.errors import UserError
 from core.files import clean_partial, write_atomically, write_json_atomically, write_text_atomically
 from core.schema import option, writable_folder
+from core.seeds import SEED_MAX
 from envs.games import check_game, get_game
 from envs.zoo import (
     ARGS_FILE,
@@ -67,7 +68,7 @@ class TrainExpertConfig:
     game: str = option(check=check_game)
     algo: str = option(choices=ALGOS)
     steps: int = option(minimum=1)
-    seed: int = option(minimum=0)
+    seed: int = option(minimum=0, maximum=SEED_MAX)
     fast_env: bool = option()
     init: str = option(check=agent_file)
     save_every: int = option(minimum=1)

@@ -9,6 +9,7 @@ folders, datasets and images) or `{tmp}`, a fresh folder.
 import json
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from conftest import REPO_ROOT, run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from rl_zoo3.utils import get_saved_hyperparams
+from safetensors.torch import save_model
 
 import collect.__main__
 import eval.__main__
@@ -26,6 +28,7 @@ import experts.train
 import train.__main__
 import train.bc
 import train.dagger
+from agents.bc_policy import BCConfig, save_bc
 from agents.vlm_policy import check_trained_for
 from core import files
 from core.errors import UserError
@@ -56,6 +59,7 @@ TABLE = [
     ("eval", ["episodes=0"], "episodes=0 is out of range"),
     ("eval", ["episodes=2.5"], "episodes=2.5 is not a whole number"),
     ("eval", ["seed=-5"], "seed=-5 is out of range: give a whole number >= 0"),
+    ("eval", ["seed=4294967296"], "seed=4294967296 is out of range: give a whole number >= 0 and <= 4294967295"),
     ("eval", ["video=no"], "video='no': give true or false"),
     ("eval", ["fast_env=1"], "fast_env=1: give true or false"),
     ("eval", ["sticky_actions=maybe"], "sticky_actions='maybe': give true or false"),
@@ -91,6 +95,7 @@ TABLE = [
     ("train", ["data=[{images}]", "stages=[pvp_stage9]"], "['pvp_stage9'] not in the recipe"),
     ("train.bc", ["game=spaceinvaders", "data=[{images}]", "steps=-3"], "steps=-3 is out of range"),
     ("train.bc", ["game=spaceinvaders", "data=[{images}]", "lr=-1"], "lr=-1 is out of range"),
+    ("train.bc", ["game=spaceinvaders", "data=[{images}]", "seed=99999999999"], "seed=99999999999 is out of range"),
     ("train.dagger", ["game=carracing", "init=" + str(SHIPPED_CR), "data=[{images}]"], "is not a collected dataset"),
     ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), IMAGES, "n=0"], "n=0 is out of range"),
     ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), IMAGES, "batch=x"], "batch='x' is not a whole number"),
@@ -108,7 +113,11 @@ TABLE = [
     ("eval", ["policy=vlm", "checkpoint={truncated_weights}"], "model.safetensors is damaged"),
     ("eval", ["policy=vlm", "checkpoint={malformed_config}"], "config.json is damaged"),
     ("eval", ["policy=vlm", "checkpoint={incomplete_config}"], "config.json is damaged (no llm section)"),
+    ("eval", ["policy=vlm", "checkpoint={truncated_tokenizer}"], "tokenizer.json is damaged"),
     ("train", ["data=[{images}]", "init={truncated_weights}"], "model.safetensors is damaged"),
+    ("eval", ["game=carracing", "policy=bc", "checkpoint={truncated_bc}"], "model.safetensors is damaged"),
+    ("eval", ["game=carracing", "policy=bc", "checkpoint={bc_config_of_another_net}"], "model.safetensors is damaged"),
+    ("eval", ["game=carracing", "policy=bc", "checkpoint=" + str(SHIPPED_CR)], "is not a BC checkpoint"),
     ("eval.reconstruct", ["checkpoint={truncated_weights}", IMAGES], "model.safetensors is damaged"),
     ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), "images={bad_images}"], "is not a readable image"),
     ("eval", ["game=carracing", "policy=expert", "expert={truncated_stats}"], "is not readable VecNormalize"),
@@ -169,6 +178,18 @@ def damaged(tmp_path_factory) -> dict[str, Path]:
     paths["incomplete_config"] = copy_checkpoint(root, "incomplete_config")
     (paths["incomplete_config"] / "config.json").write_text('{"vlm": {}, "vision": {}}')
 
+    paths["truncated_tokenizer"] = copy_checkpoint(root, "truncated_tokenizer")
+    truncate(paths["truncated_tokenizer"] / "tokenizer.json")
+    spec = get_game("carracing")
+    bc_config = BCConfig(spec.name, list(spec.action_names), spec.n_stack, spec.pipeline_side)
+    paths["truncated_bc"] = root / "truncated_bc"
+    save_bc(paths["truncated_bc"], bc_config.build(), bc_config)
+    truncate(paths["truncated_bc"] / "model.safetensors")
+    paths["bc_config_of_another_net"] = root / "bc_config_of_another_net"
+    save_bc(paths["bc_config_of_another_net"], bc_config.build(), bc_config)
+    other = replace(bc_config, side=2 * bc_config.side)  # the weights of a wider network than config.json says
+    save_model(other.build(), str(paths["bc_config_of_another_net"] / "model.safetensors"))
+
     paths["truncated_stats"] = copy_expert(root, "truncated_stats")
     truncate(paths["truncated_stats"] / "CarRacing-v3" / "vecnormalize.pkl")
     paths["truncated_zip"] = copy_expert(root, "truncated_zip")
@@ -220,6 +241,21 @@ def test_bad_input_is_one_clear_line_before_any_work(damaged, tmp_path, capsys, 
     assert expected in lines[0], lines[0]
     assert not out.exists() and not (tmp_path / "t").exists()
     assert not Path(SENTINEL).exists(), "a file of the expert folder ran code"
+
+
+HYDRA_REFUSALS = [  # Hydra's own checks, before the schema's: run as a user types them
+    ("eval", "foo=1", "error: foo is not an option of eval: see configs/eval.yaml"),
+    ("eval", "episodes=[", "error: cannot read the override 'episodes=['"),
+    ("train", "model=huge", "error: model=huge: there is no configs/model/huge.yaml; choose one of full, tiny"),
+]
+
+
+@pytest.mark.parametrize("command, override, expected", HYDRA_REFUSALS, ids=[o for _, o, _ in HYDRA_REFUSALS])
+def test_overrides_hydra_refuses_are_one_clear_line(tmp_path, command, override, expected):
+    result = run_module(command, override, f"hydra.run.dir={tmp_path / 'hydra'}")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(expected), result.stderr
+    assert not (tmp_path / "hydra").exists()
 
 
 def test_the_shipped_expert_is_untouched_by_a_refused_export():

@@ -20,7 +20,7 @@ from core import files
 from core.cli import command
 from core.errors import UserError
 from core.schema import existing_paths, option, positive, writable_folder
-from core.seeds import check_seed_list, parse_seeds
+from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from envs.games import GAMES, check_game, get_game
 from train import checkpoint
 from train.loop import PRECISIONS, StageConfig, start_distributed, train_stage
@@ -112,7 +112,7 @@ class TrainConfig:
     run: str = option()
     run_dir: str = option(check=writable_folder)
     out: str | None = option(check=model_out)
-    seed: int = option(minimum=0)
+    seed: int = option(minimum=0, maximum=SEED_MAX)
     threads: int = option(minimum=1)
     precision: str = option(choices=PRECISIONS)
     progress: bool = option()

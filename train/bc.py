@@ -25,7 +25,7 @@ from core.cli import command
 from core.errors import UserError
 from core.files import write_json_atomically
 from core.schema import existing_paths, option, positive, writable_folder
-from core.seeds import check_seed_list, parse_seeds
+from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from envs.games import GameSpec, check_game, get_game
 
 VALIDATION_FILE = "validation.json"
@@ -83,7 +83,7 @@ class BCTrainConfig:
     steps: int = option(minimum=1)
     batch_size: int = option(minimum=1)
     lr: float = option(check=positive)
-    seed: int = option(minimum=0)
+    seed: int = option(minimum=0, maximum=SEED_MAX)
     threads: int = option(minimum=1)
     run: str = option()
     run_dir: str = option(check=writable_folder)

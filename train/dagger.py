@@ -31,7 +31,7 @@ from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
 from core.runs import final_dir  # noqa: E402
 from core.schema import option, positive, writable_folder  # noqa: E402
-from core.seeds import check_seed_list  # noqa: E402
+from core.seeds import SEED_MAX, check_seed_list  # noqa: E402
 from envs.games import check_game, get_game  # noqa: E402
 from vlm.checkpoint import checked_checkpoint_config  # noqa: E402
 
@@ -124,9 +124,9 @@ class DaggerConfig:
     steps: int = option(minimum=1)
     lr: float = option(check=positive)
     val_seeds: Any = option(check=check_seed_list)
-    seed: int = option(minimum=0)
-    rollout_seed: int = option(minimum=0)
-    selection_seed: int = option(minimum=0)
+    seed: int = option(minimum=0, maximum=SEED_MAX)
+    rollout_seed: int = option(minimum=0, maximum=SEED_MAX)
+    selection_seed: int = option(minimum=0, maximum=SEED_MAX)
     eval_episodes: int = option(minimum=1)
     run: str = option()
     run_dir: str = option(check=writable_folder)
