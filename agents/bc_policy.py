@@ -8,7 +8,7 @@ train.bc`; the checkpoint is a folder with `config.json` and `model.safetensors`
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -23,12 +23,13 @@ from core.errors import UserError
 from core.files import write_atomically
 from core.integrity import check_safetensors, damaged, read_json
 from core.runs import model_name
-from envs.games import GameSpec
+from envs.games import GAMES, GameSpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FEATURES = 512  # NatureCNN's feature width
 PIXEL_MAX = 255.0
+CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # NatureCNN's convolutions: (channels, kernel, stride)
 
 
 def grey_frames(frames: np.ndarray, side: int) -> np.ndarray:
@@ -38,20 +39,24 @@ def grey_frames(frames: np.ndarray, side: int) -> np.ndarray:
     return np.stack(grey).reshape(*frames.shape[:-3], side, side)
 
 
+def min_side() -> int:
+    """The smallest frame side NatureCNN's convolutions leave at least one pixel of (36)."""
+    side = 1
+    for _, kernel, stride in reversed(CONV_LAYERS):
+        side = (side - 1) * stride + kernel
+    return side
+
+
 class NatureCNN(nn.Module):
     """[B, n_stack, side, side] uint8 -> action logits [B, n_actions]."""
 
     def __init__(self, n_stack: int, side: int, n_actions: int):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(n_stack, 32, kernel_size=8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        layers, channels = [], n_stack
+        for out_channels, kernel, stride in CONV_LAYERS:
+            layers += [nn.Conv2d(channels, out_channels, kernel_size=kernel, stride=stride), nn.ReLU()]
+            channels = out_channels
+        self.features = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             flat = self.features(torch.zeros(1, n_stack, side, side)).shape[1]
         self.head = nn.Sequential(nn.Linear(flat, FEATURES), nn.ReLU(), nn.Linear(FEATURES, n_actions))
@@ -75,6 +80,39 @@ class BCConfig:
             return NatureCNN(self.n_stack, self.side, len(self.action_names))
 
 
+def whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_bc_config(values: dict) -> BCConfig:
+    """The BCConfig a config.json holds, its fields' types and ranges checked: a ValueError (or a TypeError for
+    missing or unknown fields) says which is wrong."""
+    config = BCConfig(**values)
+    if config.game not in GAMES:
+        raise ValueError(f"game={config.game!r} is not one of {', '.join(GAMES)}")
+    names = config.action_names
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"action_names={names!r} is not a list of action words")
+    for name, minimum in (("n_stack", 1), ("side", min_side()), ("seed", 0)):
+        value = getattr(config, name)
+        if not whole_number(value) or value < minimum:
+            raise ValueError(f"{name}={value!r} is not a whole number >= {minimum}")
+    if config.training is not None and not isinstance(config.training, dict):
+        raise ValueError(f"training={config.training!r} is not a record of the training run")
+    return config
+
+
+def is_bc_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a BC checkpoint's config.json (BCConfig's fields), e.g. one an earlier run wrote."""
+    try:
+        values = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    every = {field.name for field in fields(BCConfig)}
+    required = {field.name for field in fields(BCConfig) if field.default is MISSING}
+    return isinstance(values, dict) and required <= values.keys() <= every
+
+
 def save_bc(folder: Path, model: NatureCNN, config: BCConfig) -> None:
     """The checkpoint folder, written under a temporary name and renamed into place."""
 
@@ -95,9 +133,9 @@ def load_bc(folder: Path) -> tuple[NatureCNN, BCConfig]:
         )
     check_safetensors(folder / WEIGHTS_FILE, "checkpoint")
     try:
-        config = BCConfig(**read_json(folder / CONFIG_FILE, "checkpoint"))
+        config = checked_bc_config(read_json(folder / CONFIG_FILE, "checkpoint"))
         model = config.build()
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:
         raise UserError(
             f"checkpoint={folder} is not a BC checkpoint ({error}): {CONFIG_FILE} is not BCConfig's"
         ) from None

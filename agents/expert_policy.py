@@ -16,12 +16,13 @@ from agents.base import Observation, Policy
 from agents.registry import register_policy
 from core.errors import UserError
 from envs.games import GameSpec
-from envs.pipeline import normalization_stats
+from envs.pipeline import make_play_env, normalization_stats
 from envs.zoo import ARGS_FILE, CONFIG_FILE, agent_zip, is_atari, params_dir, read_zoo_yaml, saved_hyperparams
 
 HUB_PREFIX = "hub:"
 HUB_CACHE = Path("~/.cache/vlmplay/hub_agents").expanduser()
 HUB_CONNECT_TIMEOUT_S = 3
+MAX_REASON_CHARS = 200  # of a loader's message quoted in an error line
 OFF_POLICY_ALGOS = {"dqn", "qrdqn", "ddpg", "sac", "td3", "tqc", "crossq"}
 PIPELINE_KEYS = ("env_wrapper", "frame_stack", "normalize", "normalize_kwargs", "vec_env_wrapper")
 # As enjoy.py: schedules saved by older Pythons do not unpickle, and evaluation needs none of them.
@@ -142,6 +143,24 @@ class ExpertPolicy(Policy):
         self.model_bytes = model_path.read_bytes()
         self.load_kwargs = {"buffer_size": 1} if self.algo in OFF_POLICY_ALGOS else {}
         self.reset(seed=0)
+        self.check_pipeline_fits(spec)
+
+    def check_pipeline_fits(self, spec: GameSpec) -> None:
+        """Build config.yml's pipeline and give the agent its first observation once (greedily: no random draw),
+        so that a wrapper that does not import or a frame stack the agent was not trained on stops here, before
+        any episode."""
+        try:
+            venv = make_play_env(spec, self.pipeline, seed=0, stats_dir=self.stats_dir)
+            try:
+                self.model.predict(venv.reset(), deterministic=True)
+            finally:
+                venv.close()
+        except (AttributeError, ImportError, ValueError, KeyError, TypeError) as error:
+            reason = " ".join(str(error).split())[:MAX_REASON_CHARS]
+            raise UserError(
+                f"{self.stats_dir / CONFIG_FILE}: its env pipeline does not fit the agent ({reason}); "
+                "restore it from the training run"
+            ) from None
 
     @property
     def fingerprint(self) -> str:

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from agents.registry import POLICIES
+from agents.workers import BACKENDS, check_backend
 from core.schema import option, writable_folder
 from core.seeds import SEED_MAX
 from envs.games import check_game
@@ -25,4 +26,6 @@ class PlayConfig:
     episodes: int = option(minimum=1)
     seed: int = option(minimum=0, maximum=SEED_MAX)  # Gymnasium seeds are non-negative
     workers: int = option(minimum=1)
+    backend: str = option(choices=BACKENDS, check=check_backend)
+    address: str | None = option()  # backend=ray: the cluster's; None: RAY_ADDRESS, else a local instance
     out: str = option(check=writable_folder)

@@ -9,8 +9,8 @@ from core import REPO_ROOT
 from core.errors import UserError
 from core.runs import model_name
 from envs.games import GameSpec
-from vlm import VLM, FrameCache, VLMConfig, prompts
-from vlm.checkpoint import checked_checkpoint_config
+from vlm import FrameCache, VLMConfig, prompts
+from vlm.checkpoint import checked_checkpoint_config, load_checked
 from vlm.model import WEIGHTS_FILE
 
 SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the shipped VLM of game G, when one ships: checkpoints/game_G
@@ -69,7 +69,7 @@ class VLMPolicy(FrameStackPolicy):
         path = Path(checkpoint)
         check_trained_for(checked_checkpoint_config(path), spec, checkpoint)
         super().__init__(spec.n_stack, path / WEIGHTS_FILE)
-        self.model = VLM.from_pretrained(str(path))
+        self.model = load_checked(path)
         self.model.merge_lora()  # plain linear layers play a little faster
         self.spec = spec
         self.policy_id = f"vlm-{model_name(path)}"

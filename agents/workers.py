@@ -1,8 +1,9 @@
-"""Episodes played in worker processes, each with its own copy of the policy; results come back in job order.
+"""Episodes played by workers, each with its own copy of the policy; results come back in job order.
 
 A Player names what to build (the game, a registered policy, its options), so that a worker can build its
 own copy once and then play the jobs it is sent. Every policy reseeds itself per episode (`reset(seed)`),
-so an episode's result does not depend on which process played it or what it played before.
+so an episode's result does not depend on which worker played it or what it played before. A backend decides
+where the workers run: `processes` on this machine, `ray` as Ray actors (agents.ray_backend).
 """
 
 import ctypes
@@ -17,6 +18,7 @@ from typing import NamedTuple
 import torch
 
 from agents.base import Policy
+from agents.ray_backend import import_ray, in_ray_actors
 from agents.registry import load_policy
 from envs.games import GameSpec, get_game
 
@@ -58,19 +60,11 @@ def _play_in_worker(play: Callable, job: tuple):
     return play(_worker["spec"], _worker["policy"], *job)
 
 
-def in_order(
-    play: Callable, jobs: list[tuple], player: Player, workers: int, local: tuple[GameSpec, Policy]
-) -> Iterator:
-    """`play(spec, policy, *job)` for every job, yielded in the order of `jobs`: here with the `local` spec and
-    policy when one worker is asked for, else in `workers` processes (play must be picklable: a module-level
-    function, or a functools.partial of one)."""
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield play(*local, *job)
-        return
+def in_processes(play: Callable, jobs: list[tuple], player: Player, workers: int, address: str | None) -> Iterator:
+    """backend=processes: `workers` spawned processes of this machine (`address`, a Ray cluster's, is not read)."""
     # spawn, not fork: a forked child inherits torch's thread pool state and the parent's open files.
     pool = ProcessPoolExecutor(
-        min(workers, len(jobs)),
+        workers,
         mp_context=get_context("spawn"),
         initializer=_start_worker,
         initargs=(player, os.getpid()),
@@ -81,3 +75,35 @@ def in_order(
             yield future.result()
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+class Backend(NamedTuple):
+    play: Callable[..., Iterator]  # (play, jobs, player, workers, address) -> play's results in job order
+    check: Callable[[], object]  # raises a UserError where the backend cannot run (its package not installed)
+
+
+BACKENDS = {"processes": Backend(in_processes, check=lambda: None), "ray": Backend(in_ray_actors, check=import_ray)}
+
+
+def check_backend(key: str, name: str) -> None:
+    """Schema check of `backend=`: refused before anything is played or written where it cannot run."""
+    BACKENDS[name].check()
+
+
+def in_order(
+    play: Callable,
+    jobs: list[tuple],
+    player: Player,
+    workers: int,
+    local: tuple[GameSpec, Policy],
+    backend: str = "processes",
+    address: str | None = None,
+) -> Iterator:
+    """`play(spec, policy, *job)` for every job, yielded in the order of `jobs`: here with the `local` spec and
+    policy when one worker is asked for (whatever the backend), else by `workers` workers of `backend` (play
+    must be picklable: a module-level function, or a functools.partial of one)."""
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield play(*local, *job)
+        return
+    yield from BACKENDS[backend].play(play, jobs, player, min(workers, len(jobs)), address)

@@ -24,7 +24,7 @@ class CollectConfig(PlayConfig):
 def main(cfg: DictConfig) -> None:
     player = Player(cfg.game, cfg.policy, policy_options(cfg))
     seeds = episode_seeds(cfg.seed, cfg.episodes)
-    collect(player, seeds, Path(cfg.out), cfg.workers, cfg.overwrite, cfg.repair)
+    collect(player, seeds, Path(cfg.out), cfg.workers, cfg.overwrite, cfg.repair, cfg.backend, cfg.address)
 
 
 if __name__ == "__main__":

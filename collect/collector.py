@@ -1,4 +1,4 @@
-"""Play one seeded episode per seed (in `workers` processes) and commit them, in order, into a dataset."""
+"""Play one seeded episode per seed (by `workers` workers of a backend) and commit them, in order, into a dataset."""
 
 import functools
 import time
@@ -33,10 +33,17 @@ def play_and_stage(out: Path, spec: GameSpec, policy: Policy, episode_id: int, s
 
 
 def collect(
-    player: Player, seeds: list[int], out: Path, workers: int, overwrite: bool = False, repair: bool = False
+    player: Player,
+    seeds: list[int],
+    out: Path,
+    workers: int,
+    overwrite: bool = False,
+    repair: bool = False,
+    backend: str = "processes",
+    address: str | None = None,
 ) -> dict:
-    """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones);
-    returns a report."""
+    """Collect one episode per seed into `out`, skipping seeds it holds (`repair` re-collects damaged ones),
+    played by `workers` workers of `backend` (agents.workers.BACKENDS); returns a report."""
     spec, policy = load_player(player)
     writer = DatasetWriter(out, spec, policy, overwrite, repair)
     held = set(writer.seeds)
@@ -53,7 +60,8 @@ def collect(
 
     start, steps = time.perf_counter(), 0
     bar = tqdm(total=len(jobs), desc=f"collect {spec.name} {policy.policy_id}", unit="episode")
-    for staged in in_order(functools.partial(play_and_stage, out), jobs, player, workers, (spec, policy)):
+    play = functools.partial(play_and_stage, out)
+    for staged in in_order(play, jobs, player, workers, (spec, policy), backend, address):
         writer.commit(staged)
         steps += staged.info.length
         bar.update()
@@ -63,7 +71,7 @@ def collect(
             steps_per_s=f"{steps / (time.perf_counter() - start):.1f}",
         )
     bar.close()
-    writer.close()
+    registration = writer.close()
     wall_time = time.perf_counter() - start
 
     dataset = CollectedDataset(out, verify=False)
@@ -77,11 +85,13 @@ def collect(
         "played_steps": steps,
         "wall_time_s": round(wall_time, 1),
         "steps_per_s": round(steps / wall_time, 1) if steps else 0.0,
+        "minari_id": writer.minari_fields["dataset_id"],
     }
     print(
         f"{out}: {report['episodes']} episodes, {report['steps']} steps, {report['disk_mb']} MB, mean return "
         f"{report['mean_return']} ({policy.policy_id}); this run played {len(jobs)} episodes, "
         f"{steps} steps in {report['wall_time_s']} s "
-        f"({report['steps_per_s']} steps/s); summary in {out / SUMMARY_FILE}"
+        f"({report['steps_per_s']} steps/s); summary in {out / SUMMARY_FILE}; "
+        f"minari.load_dataset({report['minari_id']!r}) opens it ({registration} links to it)"
     )
     return report

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import UserError
-from envs.games import GameSpec, get_game
+from envs.games import GAMES, GameSpec, get_game
 
 DATA_DIR = "data"  # the Minari storage folder inside a dataset folder
 METADATA_FILE = "metadata.json"  # Minari's name, for the dataset and for each episode
@@ -31,11 +31,55 @@ def file_crc32(path: Path) -> int:
     return crc
 
 
-def read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(f"{what} {path} is unreadable ({error})") from None
+def is_count(value) -> bool:
+    """A whole number >= 0 (JSON's true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What the readers take from our entry of the dataset index, and from each of its episodes, with its check.
+INDEX_FIELDS = {
+    "game": lambda value: value in GAMES,
+    "policy_id": lambda value: isinstance(value, str),
+    "episodes": lambda value: isinstance(value, list),
+}
+EPISODE_FIELDS = {"seed": is_count, "length": is_count, "return": is_number, "crc32": is_count}
+
+
+class DamagedIndexError(UserError):
+    """The dataset index (data/metadata.json) does not parse, or not to what collect writes: the episodes it
+    lists cannot be trusted, so only collecting the dataset again mends it."""
+
+    def __init__(self, root: Path, problem: str):
+        self.detail = f"the dataset index {root / DATA_DIR / METADATA_FILE} is damaged ({problem})"
+        super().__init__(
+            f"{self.detail}; restore it, or collect the dataset again: run the same `python -m collect ... "
+            f"out={root}` with overwrite=true"
+        )
+
+
+def index_problem(metadata) -> str | None:
+    """What is wrong with the structure of a parsed dataset index (our entry, each episode's fields), or None."""
+    if not isinstance(metadata, dict):
+        return f"a {type(metadata).__name__}, not an object"
+    info = metadata.get(VLMPLAY_KEY)
+    if not isinstance(info, dict):
+        return f"its {VLMPLAY_KEY!r} entry is {info!r}, not an object"
+    for key, valid in INDEX_FIELDS.items():
+        if not valid(info.get(key)):
+            return f"{VLMPLAY_KEY}.{key} is {info.get(key)!r}"
+    for episode_id, entry in enumerate(info["episodes"]):
+        if not isinstance(entry, dict):
+            return f"episode {episode_id} is listed as {entry!r}, not an object"
+        for key, valid in EPISODE_FIELDS.items():
+            if key not in entry:
+                return f"episode {episode_id} has no {key}"
+            if not valid(entry[key]):
+                return f"episode {episode_id} has {key}={entry[key]!r}"
+    return None
 
 
 def read_dataset_metadata(root: Path) -> dict:
@@ -46,9 +90,15 @@ def read_dataset_metadata(root: Path) -> dict:
             f"{root} is not a collected dataset (no {DATA_DIR}/{METADATA_FILE}): "
             f"run `python -m collect out={root}` first"
         )
-    metadata = read_json(path, "the dataset index")
-    if VLMPLAY_KEY not in metadata:
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedIndexError(root, f"unreadable: {error}") from None
+    if isinstance(metadata, dict) and VLMPLAY_KEY not in metadata:
         raise UserError(f"{path} is a Minari dataset that vlmplay did not collect (no {VLMPLAY_KEY!r} entry)")
+    problem = index_problem(metadata)
+    if problem is not None:
+        raise DamagedIndexError(root, problem)
     return metadata
 
 
@@ -126,9 +176,12 @@ def open_episode(root: Path, episode: EpisodeInfo, frame_shape: tuple[int, int, 
         raise EpisodeError(root, episode, f"expected one .arrow file, found {len(files)}")
     episode_metadata = folder / METADATA_FILE
     try:
-        stored_seed = json.loads(episode_metadata.read_text()).get("seed")
+        stored = json.loads(episode_metadata.read_text())
     except (OSError, ValueError) as error:
         raise EpisodeError(root, episode, f"{episode_metadata.name} is unreadable ({error})") from None
+    if not isinstance(stored, dict):
+        raise EpisodeError(root, episode, f"{episode_metadata.name} holds a {type(stored).__name__}, not an object")
+    stored_seed = stored.get("seed")
     if stored_seed != episode.seed:
         raise EpisodeError(root, episode, f"{episode_metadata.name} says seed {stored_seed}")
     if verify and file_crc32(files[0]) != episode.crc32:

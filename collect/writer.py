@@ -3,9 +3,11 @@
 Each episode is written by Minari into a staging folder beside the dataset, then moved into
 `data/<episode_id>` with one rename, then listed in the dataset metadata with one atomic replace.
 Minari's own `update_metadata` rewrites metadata.json in place, which a kill could leave truncated,
-so the dataset metadata (same keys, same format) is replaced here instead.
+so the dataset metadata (same keys, same format) is replaced here instead. Its env spec rebuilds the env as
+it was played, and at the end the dataset is registered where Minari's clients find it (collect.minari_registry).
 """
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import EnvSpec, WrapperSpec
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.dataset.minari_storage import MinariStorage
 from tqdm import tqdm
@@ -25,6 +28,7 @@ from collect.dataset import (
     METADATA_FILE,
     NO_ACTION_CODE,
     VLMPLAY_KEY,
+    DamagedIndexError,
     EpisodeError,
     EpisodeInfo,
     episode_infos,
@@ -33,27 +37,53 @@ from collect.dataset import (
     open_episode,
     read_dataset_metadata,
 )
+from collect.minari_registry import check_registrable, dataset_id, register
 from core.errors import UserError
 from core.files import write_json_atomically
 from envs.games import GameSpec
-from envs.pipeline import action_space
+from envs.pipeline import PlayedEnv, action_space
 
 STAGING_DIR = ".staging"  # episodes being played or written; removed when a run starts
 SUMMARY_FILE = "summary.png"
 MINARI_FORMAT = "arrow"  # one file per episode: a kill cannot damage the episodes already written
-REQUIREMENTS = ("gymnasium", "ale-py")  # what minari's recover_environment needs to rebuild the env
+# What minari's recover_environment needs to rebuild the env as it was played (envs.pipeline.PlayedEnv).
+REQUIREMENTS = ("gymnasium", "ale-py", "stable-baselines3", "rl_zoo3", "vlmplay")
 
 
 def new_storage(data_path: Path, spec: GameSpec) -> MinariStorage:
-    """An empty Minari storage for raw RGB frames, stored losslessly (Minari JPEG-encodes images by default)."""
+    """An empty Minari storage for raw RGB frames, stored losslessly (Minari JPEG-encodes images by default).
+    Its env spec is the dataset's to write (`minari_fields`): a staged episode's storage needs none."""
     return MinariStorage.new(
         data_path.resolve(),  # pyarrow's partitioned write nests a relative path inside itself
         observation_space=gym.spaces.Box(0, 255, spec.frame_shape, np.uint8),
         action_space=action_space(spec.env_id),
-        env_spec=gym.spec(spec.env_id),
         data_format=MINARI_FORMAT,
         jpeg_encoding=False,
     )
+
+
+def played_env_spec(spec: GameSpec, pipeline: dict) -> EnvSpec:
+    """The game's env wrapped in PlayedEnv with the pipeline's env wrappers, rendering rgb_array as SB3's
+    make_vec_env makes it: `gym.make` of this spec replays stored actions into the stored frames."""
+    played = WrapperSpec(
+        name=PlayedEnv.__name__,
+        entry_point=f"{PlayedEnv.__module__}:{PlayedEnv.__name__}",
+        kwargs={"max_pool": spec.frame_max_pool, "env_wrapper": pipeline.get("env_wrapper")},
+    )
+    base = gym.spec(spec.env_id)
+    return dataclasses.replace(base, kwargs=base.kwargs | {"render_mode": "rgb_array"}, additional_wrappers=(played,))
+
+
+def minari_fields(out: Path, spec: GameSpec, policy: Policy) -> dict:
+    """The Minari metadata a collection (re)writes: its id, the env to replay it in, what that env needs."""
+    return {
+        "dataset_id": dataset_id(out, spec.name, policy.policy_id.split("-", 1)[0]),
+        "env_spec": played_env_spec(spec, policy.pipeline or spec.pipeline).to_json(),
+        "description": f"{spec.name}: the RGB frames the VLM sees (collect/README.md says what a frame is), "
+        "the env action the policy took, its discrete action code (infos.action_code), unclipped rewards; "
+        "one seed per episode; recover_environment() replays the actions into the frames.",
+        "requirements": [f"{name}=={version(name)}" for name in REQUIREMENTS],
+    }
 
 
 def policy_identity(spec: GameSpec, policy: Policy) -> dict:
@@ -150,7 +180,9 @@ class DatasetWriter:
         self.staging = out / STAGING_DIR
         self.identity = policy_identity(spec, policy)
         self.policy_id = policy.policy_id
+        self.minari_fields = minari_fields(out, spec, policy)
         self._check_folder()
+        check_registrable(self.minari_fields["dataset_id"])
         if self.metadata_path.exists() and not self._existing_is_ours(overwrite):
             shutil.rmtree(self.out / DATA_DIR)
             (self.out / SUMMARY_FILE).unlink(missing_ok=True)
@@ -159,6 +191,7 @@ class DatasetWriter:
         self.episodes = episode_infos(self.metadata)
         self._remove_unlisted_episodes()
         self.damaged = self._find_damaged(repair)
+        self.metadata.update(self.minari_fields)  # a dataset collected before (or moved since) gets today's
 
     def _check_folder(self) -> None:
         ours = {DATA_DIR, STAGING_DIR, SUMMARY_FILE}
@@ -177,8 +210,9 @@ class DatasetWriter:
         except UserError as error:
             if overwrite:
                 return False
+            problem = error.detail if isinstance(error, DamagedIndexError) else error
             raise UserError(
-                f"{error}: restore it, or pass overwrite=true to collect {self.out} again from scratch"
+                f"{problem}: restore it, or pass overwrite=true to collect {self.out} again from scratch"
             ) from None
         stored = {key: metadata[VLMPLAY_KEY].get(key) for key in self.identity}
         if stored != self.identity:
@@ -205,15 +239,12 @@ class DatasetWriter:
         storage = new_storage(new_data, self.spec)
         storage.update_metadata(
             {
-                "dataset_id": f"vlmplay/{self.spec.name}/{self.policy_id}-v0",
                 "minari_version": version("minari"),
                 "algorithm_name": self.policy_id,
                 "author": {"vlmplay"},
-                "description": f"{self.spec.name}: raw RGB frames the VLM sees, the env action the policy took, "
-                f"its discrete action code (infos.action_code), unclipped rewards; one seed per episode.",
-                "requirements": [f"{name}=={version(name)}" for name in REQUIREMENTS],
                 VLMPLAY_KEY: self.identity | {"episodes": []},
             }
+            | self.minari_fields
         )
         os.rename(new_data, self.out / DATA_DIR)
         new_data.parent.rmdir()
@@ -257,8 +288,13 @@ class DatasetWriter:
         self._write_metadata()
         shutil.rmtree(staged.staging)
 
-    def close(self) -> None:
+    def close(self) -> Path:
+        """Write what this run changed in the metadata and register the dataset with Minari; returns the
+        registration folder."""
+        if read_dataset_metadata(self.out) != self.metadata:
+            self._write_metadata()
         shutil.rmtree(self.staging, ignore_errors=True)
+        return register(self.minari_fields["dataset_id"], self.out / DATA_DIR)
 
     def _write_metadata(self) -> None:
         self.metadata.update(

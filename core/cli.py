@@ -12,10 +12,14 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from core import REPO_ROOT
 from core.errors import UserError, exit_on_user_error
-from core.schema import validate
+from core.schema import check_known, validate
 
 CONFIGS_DIR = REPO_ROOT / "configs"
 HYDRA_VERSION_BASE = "1.3"
+# Hydra's flags that show things and run nothing (--help, --cfg job, ...), long and short
+HYDRA_FLAGS = {"--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--info", "--shell-completion"}
+HYDRA_FLAGS |= {"-h", "-c", "-p", "-i", "-sc"}
+SWEEP_FLAGS = {"--multirun", "-m"}
 
 
 def command(config_name: str, schema: type):
@@ -25,6 +29,7 @@ def command(config_name: str, schema: type):
     def decorate(main):
         @functools.wraps(main)
         def validated(cfg):
+            check_known(cfg, schema, config_name)
             validate(cfg, schema)
             return main(cfg)
 
@@ -46,8 +51,21 @@ def command(config_name: str, schema: type):
 
 def check_overrides(config_name: str, args: list[str]) -> None:
     """Hydra's own refusals (an override it cannot parse, an option or config file that does not exist) as one
-    UserError line, before Hydra starts. Flags (`--help`, `--cfg job`, `-m`) and `hydra.*` overrides are Hydra's."""
-    if any(arg.startswith("-") for arg in args):
+    UserError line, before Hydra starts. Hydra's own flags (`--help`, `--cfg job`) and `hydra.*` overrides are Hydra's;
+    a sweep (`-m`) or another flag is refused."""
+    flags = [arg for arg in args if arg.startswith("-")]
+    for flag in flags:
+        name = flag.split("=")[0]
+        if name in SWEEP_FLAGS:
+            raise UserError(
+                f"{flag}: sweeps are not supported (every run would write the same out=); run the command once per "
+                "setting, each with its own out="
+            )
+        if name not in HYDRA_FLAGS:
+            raise UserError(
+                f"{flag}: options are key=value, e.g. {flag.lstrip('-')}=VALUE (configs/{config_name}.yaml)"
+            )
+    if flags:
         return
     overrides = [arg for arg in args if not arg.lstrip("+~").startswith(("hydra.", "hydra/"))]
     parser = OverridesParser.create()
@@ -70,7 +88,8 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         if isinstance(error.__cause__, ConfigAttributeError | ConfigKeyError):
             key = str(error).split("'")[1]  # "Could not override 'KEY'."
             raise UserError(
-                f"{key} is not an option of {config_name}: see configs/{config_name}.yaml for the options "
-                f"(+{key}=VALUE adds a new one)"
+                f"{key} is not an option of {config_name}: see configs/{config_name}.yaml for the options"
             ) from None
-        raise UserError(f"the overrides do not fit configs/{config_name}.yaml: {str(error).splitlines()[0]}") from None
+        raise UserError(
+            f"the overrides do not fit configs/{config_name}.yaml: {' '.join(str(error).split())}"
+        ) from None

@@ -11,6 +11,7 @@ from core.errors import UserError
 
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"  # a folder being replaced, kept until its successor is in place
+NAMES_LISTED = 5  # the entries of a refused output folder that its message names
 
 
 def temporary_path(target: Path, tmp_dir: Path | None = None) -> Path:
@@ -88,3 +89,17 @@ def check_writable(out: Path, key: str = "out") -> None:
     finally:
         for folder in reversed(created):
             folder.rmdir()
+
+
+def check_replaceable(out: Path, key: str, what: str, is_own: Callable[[Path], bool], overwrite: bool) -> None:
+    """Refuse an output folder that holds files this command did not write, before anything is played or written:
+    an empty or missing folder, or one `is_own` recognises (e.g. what the same command wrote before), is the
+    command's to replace; anything else only with overwrite=true."""
+    if overwrite or not out.is_dir() or not any(out.iterdir()) or is_own(out):
+        return
+    names = sorted(path.name for path in out.iterdir())
+    listed = ", ".join(names[:NAMES_LISTED]) + (", ..." if len(names) > NAMES_LISTED else "")
+    raise UserError(
+        f"{key}={out} is not empty and holds no {what} ({listed}): choose another {key}=, "
+        "or pass overwrite=true to replace it"
+    )

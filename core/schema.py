@@ -42,6 +42,16 @@ def option(
     )
 
 
+def check_known(cfg: DictConfig, schema: type, config_name: str) -> None:
+    """Every top-level option in `cfg` is a field of `schema`: one added with `+name=...` that no code reads is
+    refused rather than silently ignored."""
+    unknown = sorted(set(cfg.keys()) - {field.name for field in dataclasses.fields(schema)})
+    if unknown:
+        raise UserError(
+            f"{unknown[0]} is not an option of {config_name}: see configs/{config_name}.yaml for the options"
+        )
+
+
 def validate(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """Check (and normalise) every field of `schema` in `cfg`; the first bad one raises a UserError."""
     for field in dataclasses.fields(schema):
@@ -157,5 +167,8 @@ def positive(key: str, value: float) -> None:
 
 
 def writable_folder(key: str, value) -> None:
-    """An output folder: it, or the nearest folder above it that exists, must be writable."""
+    """An output folder: it, or the nearest folder above it that exists, must be writable; an empty value (which
+    would mean the current folder) is refused."""
+    if not str(value).strip():
+        raise UserError(f"{key} is empty: give the folder to write to, e.g. {key}=results/run1")
     check_writable(Path(str(value)).expanduser(), key)

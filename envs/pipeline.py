@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack, VecNormalize
 
 from core.errors import UserError
@@ -106,6 +107,10 @@ class FrameTap(gym.Wrapper):
         self.max_pool = max_pool
         self._previous = self._latest = None
         self.raw_return = 0.0  # unclipped game score since the last real reset
+        # Real resets reach this wrapper, life-loss pseudo-resets above it do not: how many, and the latest's
+        # seed (None for an unseeded one, e.g. a VecEnv's auto-reset), for a loop that sees only `dones`.
+        self.resets = 0
+        self.reset_seed: int | None = None
 
     def _record(self, observation: np.ndarray, new_episode: bool) -> None:
         self._previous = observation if new_episode else self._latest
@@ -122,6 +127,8 @@ class FrameTap(gym.Wrapper):
         observation, info = self.env.reset(**kwargs)
         self._record(observation, new_episode=True)
         self.raw_return = 0.0
+        self.resets += 1
+        self.reset_seed = kwargs.get("seed")
         return observation, info
 
     def step(self, action):
@@ -155,13 +162,7 @@ def make_play_env(
     expert's `vecnormalize.pkl`; without it, a pipeline that normalises observations is refused.
     `env_kwargs` go to the env's constructor (e.g. the game's `sticky_actions`).
     """
-    pipeline = copy.deepcopy(pipeline)  # get_wrapper_class reads it; keep the caller's intact
-    zoo_wrapper = get_wrapper_class(pipeline)
-
-    def wrap(env: gym.Env) -> gym.Env:
-        env = FrameTap(env, max_pool=spec.frame_max_pool)
-        return zoo_wrapper(env) if zoo_wrapper is not None else env
-
+    wrap = functools.partial(tap_and_wrap, max_pool=spec.frame_max_pool, env_wrapper=pipeline.get("env_wrapper"))
     venv = make_vec_env(
         env_id or spec.env_id, n_envs=1, seed=seed, wrapper_class=wrap, vec_env_cls=DummyVecEnv, env_kwargs=env_kwargs
     )
@@ -178,7 +179,52 @@ def make_play_env(
 
 def frame_tap(venv: VecEnv) -> FrameTap:
     """The FrameTap inside a make_play_env VecEnv: `.frame` is what the VLM sees, `.raw_return` the score."""
-    env = venv.unwrapped.envs[0]
+    return find_frame_tap(venv.unwrapped.envs[0])
+
+
+def find_frame_tap(env: gym.Env) -> FrameTap:
     while not isinstance(env, FrameTap):
         env = env.env
     return env
+
+
+def tap_and_wrap(env: gym.Env, max_pool: bool, env_wrapper) -> gym.Env:
+    """A FrameTap directly above `env`, then a pipeline's `env_wrapper` (config.yml's entry) above it."""
+    env = FrameTap(env, max_pool=max_pool)
+    zoo_wrapper = get_wrapper_class({"env_wrapper": copy.deepcopy(env_wrapper)})
+    return zoo_wrapper(env) if zoo_wrapper is not None else env
+
+
+class PlayedEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """The game as `make_play_env` plays it, as one gymnasium env whose observations are the FrameTap's frames.
+
+    Below it runs make_play_env's stack for one env (Monitor, FrameTap, the pipeline's env wrappers). Like the
+    play loop's VecEnv it resets that stack when a life is lost (the expert's wrappers end an episode per life)
+    and ends its own episode only when the game ends, Monitor's end; rewards are the unclipped score, as
+    datasets store them. Frame stacking and VecNormalize change only what the expert sees, not the game, so
+    they are left out. A collected dataset's env spec names this wrapper: minari's recover_environment
+    rebuilds the env its actions were played in.
+    """
+
+    def __init__(self, env: gym.Env, max_pool: bool, env_wrapper=None):
+        gym.utils.RecordConstructorArgs.__init__(self, max_pool=max_pool, env_wrapper=env_wrapper)
+        super().__init__(env)
+        self.played = tap_and_wrap(Monitor(env), max_pool, env_wrapper)
+        self.tap = find_frame_tap(self.played)
+        self.observation_space = gym.spaces.Box(0, 255, env.observation_space.shape, np.uint8)
+
+    def reset(self, **kwargs):
+        _, info = self.played.reset(**kwargs)
+        return self.tap.frame.copy(), info
+
+    def step(self, action):
+        score_before = self.tap.raw_return
+        _, _, terminated, truncated, info = self.played.step(action)
+        game_over = "episode" in info
+        if (terminated or truncated) and not game_over:
+            self.played.reset()
+        truncated = game_over and truncated and not terminated
+        return self.tap.frame.copy(), self.tap.raw_return - score_before, game_over and not truncated, truncated, info
+
+    def close(self):
+        self.played.close()

@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> None:
     player = Player(spec.name, cfg.policy, policy_options(cfg))
     spec, policy = load_player(player)
     seeds = episode_seeds(cfg.seed, cfg.episodes)
-    evaluate(policy, spec, seeds, out, cfg.video, env_id, env_kwargs, cfg.workers, player)
+    evaluate(policy, spec, seeds, out, cfg.video, env_id, env_kwargs, cfg.workers, player, cfg.backend, cfg.address)
 
 
 if __name__ == "__main__":

@@ -105,9 +105,11 @@ def evaluate(
     env_kwargs: dict | None = None,
     workers: int = 1,
     player: Player | None = None,
+    backend: str = "processes",
+    address: str | None = None,
 ) -> dict:
-    """Play one episode per seed, here or in `workers` processes that build `player` (the same results: each
-    episode is seeded); write results.json (and videos) to `out`; return the results dict."""
+    """Play one episode per seed, here or by `workers` workers of `backend` that build `player` (the same
+    results: each episode is seeded); write results.json (and videos) to `out`; return the results dict."""
     check_writable(out)
     env_id = env_id or spec.env_id
     if workers > 1 and player is None:
@@ -116,7 +118,7 @@ def evaluate(
     start = time.perf_counter()
     results, counts = [], {}
     bar = tqdm(total=len(seeds), desc=f"{spec.name} {policy.policy_id}", unit="episode")
-    for result, added in in_order(play, [(seed,) for seed in seeds], player, workers, (spec, policy)):
+    for result, added in in_order(play, [(seed,) for seed in seeds], player, workers, (spec, policy), backend, address):
         results.append(result)
         counts = {key: counts.get(key, 0) + value for key, value in added.items()}
         bar.update()
@@ -137,6 +139,7 @@ def evaluate(
         "wall_time_s": round(wall_time, 3),
         "env_steps_per_s": round(sum(r.length for r in results) / wall_time, 1),
         "workers": workers,
+        "backend": backend,
         "versions": package_versions(),
     }
     policy_report = policy.summarize_report(counts)

@@ -12,6 +12,8 @@ answers are decoded greedily.
 
 import copy
 import functools
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +28,19 @@ from tqdm import tqdm
 from collect.sources import ImageSources
 from core.cli import command
 from core.errors import UserError
-from core.files import write_atomically, write_json_atomically
+from core.files import TMP_SUFFIX, check_replaceable, write_atomically, write_json_atomically
 from core.schema import existing_path, option, writable_folder
 from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from vlm import VLM, common_prefix_length, encode, prompts
-from vlm.checkpoint import checked_checkpoint_config
+from vlm.checkpoint import checked_checkpoint_config, load_checked
 from vlm.decoding import greedy_continue
 
 SIZE = prompts.RECONSTRUCT_SIZE
 MAX_ANSWER_TOKENS = 16  # "[255,255,255]" and eos are 14 tokens with digits split one by one
 RE_SCALE = 100  # the paper reports RE x100
 PNG_UPSCALE = 4  # 64x64 is small to look at: each pixel becomes 4x4 in the PNGs
+RESULTS_FILE = "results.json"
+PNG_NAME = re.compile(r"\d{7}\.png")  # one per image, named by its index among the frames
 
 
 def worst_answers(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -159,6 +163,21 @@ def evaluate_reconstruction(
     }
 
 
+def is_reconstruction(folder: Path) -> bool:
+    """Whether `folder` holds only what this command writes: PNGs named by index and a results.json with mean_re
+    (or what a killed run left at their temporary names)."""
+    names = [path.name.removesuffix(TMP_SUFFIX) for path in folder.iterdir()]
+    if not all(name == RESULTS_FILE or PNG_NAME.fullmatch(name) for name in names):
+        return False
+    try:
+        results = json.loads((folder / RESULTS_FILE).read_text())
+    except FileNotFoundError:
+        return True  # the PNGs of a run stopped before its results.json
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and "mean_re" in results
+
+
 def vlm_checkpoint(key: str, folder: str) -> None:
     checked_checkpoint_config(Path(folder).expanduser(), key)
 
@@ -174,6 +193,7 @@ class ReconstructConfig:
     threads: int = option(minimum=1)
     progress: bool = option()
     out: str = option(check=writable_folder)
+    overwrite: bool = option()
 
 
 @command("reconstruct", ReconstructConfig)
@@ -182,16 +202,17 @@ def main(cfg: DictConfig) -> None:
         raise UserError(
             "give checkpoint=DIR (a VLM checkpoint) and images=SOURCE (an image folder or a collected dataset)"
         )
-    torch.set_num_threads(cfg.threads)
     out = Path(cfg.out).expanduser()
+    check_replaceable(out, "out", "reconstruction result", is_reconstruction, cfg.overwrite)
+    torch.set_num_threads(cfg.threads)
     seeds = parse_seeds(cfg.seeds)
     sources = ImageSources([str(cfg.images)], seeds)
     if cfg.n > len(sources):
         raise UserError(f"n={cfg.n}: choose between 1 and the {len(sources)} frames the images hold")
-    model = VLM.from_pretrained(str(Path(cfg.checkpoint).expanduser())).eval()
+    model = load_checked(Path(cfg.checkpoint).expanduser()).eval()
     result = evaluate_reconstruction(model, sources, cfg.n, cfg.seed, cfg.batch, out, cfg.progress)
     result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.images), "seeds": seeds, **result}
-    write_json_atomically(out / "results.json", result)
+    write_json_atomically(out / RESULTS_FILE, result)
     print(
         f"RE x100 = {result['mean_re']:.2f} over {cfg.n} images ({result['questions']} questions, "
         f"{result['questions_per_s']} questions/s); PNGs (ground truth | reconstruction) and results.json in {out}"

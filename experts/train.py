@@ -9,8 +9,10 @@ At the end (or with `export_only=true`) the agent is exported in RL-Zoo3's folde
 """
 
 import argparse
+import inspect
 import io
 import json
+import pickle
 import shutil
 import sys
 import time
@@ -19,13 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import rl_zoo3
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from rl_zoo3 import ALGOS
 from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
 from core import REPO_ROOT
 from core.cli import command
@@ -33,7 +41,8 @@ from core.errors import UserError
 from core.files import clean_partial, write_atomically, write_json_atomically, write_text_atomically
 from core.schema import option, writable_folder
 from core.seeds import SEED_MAX
-from envs.games import check_game, get_game
+from envs.fast_car_racing import register_fast_car_racing
+from envs.games import GameSpec, check_game, get_game
 from envs.zoo import (
     ARGS_FILE,
     CONFIG_FILE,
@@ -51,11 +60,41 @@ EXPERTS_DIR = REPO_ROOT / "experts"  # the default export: experts/ALGO/ENV_N in
 OPTIMIZER_MEMBER = "policy.optimizer.pth"  # SB3's name for the optimizer state inside an agent zip
 PROGRESS_FILE = "progress.json"
 EXPORTED_BY = "exported_by"  # progress.json of an export: the run folder that wrote it
+# Hyperparameters rl_zoo3's ExperimentManager takes out of a recipe before the rest go to the algorithm class.
+ZOO_KEYS = {
+    "n_envs",
+    "n_timesteps",
+    "normalize",
+    "frame_stack",
+    "env_wrapper",
+    "vec_env_wrapper",
+    "callback",
+    "monitor_kwargs",
+    "env_kwargs",
+    "noise_type",
+    "noise_std",
+}
+SET_BY_THE_ZOO = {"self", "env", "seed", "verbose", "device", "tensorboard_log", "_init_setup_model"}
+# What reading a file that is not an SB3 agent zip raises.
+ZIP_ERRORS = (
+    ValueError,
+    KeyError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ImportError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
+
+
+def not_an_agent_zip(key: str, path: str, why: str = "") -> UserError:
+    return UserError(f"{key}={path} is not an agent zip{why}: give the ENV.zip of an RL-Zoo3 folder")
 
 
 def agent_file(key: str, path: str) -> None:
     if path and not Path(path).expanduser().is_file():
-        raise UserError(f"{key}={path} is not an agent zip: give the ENV.zip of an RL-Zoo3 folder")
+        raise not_an_agent_zip(key, path)
 
 
 def optional_folder(key: str, path: str) -> None:
@@ -180,6 +219,73 @@ def zoo_hyperparams(algo: str, zoo_env_id: str) -> dict:
     raise UserError(f"RL-Zoo3 has no {algo} hyperparameters for {zoo_env_id}: choose another algo=")
 
 
+def algo_keys(algo: str) -> set[str]:
+    """The hyperparameters a recipe of `algo` may set: its class's constructor arguments and rl_zoo3's own."""
+    parameters = inspect.signature(ALGOS[algo].__init__).parameters.values()
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named - SET_BY_THE_ZOO | ZOO_KEYS
+
+
+def checked_overrides(cfg: DictConfig) -> dict:
+    """`hyperparams=`, the overrides of the zoo's recipe: a mapping of hyperparameters `algo` takes."""
+    if cfg.hyperparams is None:
+        return {}
+    if not isinstance(cfg.hyperparams, DictConfig):
+        raise UserError(
+            f"hyperparams={cfg.hyperparams!r} is not a group of hyperparameters: give e.g. "
+            "hyperparams={n_steps: 64, batch_size: 64}"
+        )
+    overrides = OmegaConf.to_container(cfg.hyperparams)
+    unknown = sorted(set(overrides) - algo_keys(cfg.algo))
+    if unknown:
+        raise UserError(
+            f"hyperparams: {', '.join(map(str, unknown))} is not a hyperparameter of {cfg.algo} "
+            f"({ALGOS[cfg.algo].__name__}) or of RL-Zoo3: see rl_zoo3/hyperparams/{cfg.algo}.yml for the names"
+        )
+    return overrides
+
+
+def training_observation_space(env_id: str, recipe: dict) -> gym.Space:
+    """What the agent sees in the env rl_zoo3 builds from `recipe`: its env wrappers, frame stack and the
+    channel-first transpose SB3 adds to images (normalisation keeps the space)."""
+    venv = make_vec_env(
+        env_id,
+        n_envs=1,
+        wrapper_class=get_wrapper_class(recipe),
+        vec_env_cls=DummyVecEnv,
+        env_kwargs=recipe.get("env_kwargs"),
+    )
+    if recipe.get("frame_stack"):
+        venv = VecFrameStack(venv, int(recipe["frame_stack"]))
+    space = venv.observation_space
+    venv.close()
+    if is_image_space(space) and not is_image_space_channels_first(space):
+        space = VecTransposeImage.transpose_space(space)
+    return space
+
+
+def check_init_agent(cfg: DictConfig, spec: GameSpec, env_id: str, recipe: dict) -> None:
+    """`init=` is an SB3 agent zip of `algo` that sees what this run's env shows, before it is copied in."""
+    path = Path(cfg.init).expanduser()
+    try:
+        data, _, _ = load_from_zip_file(path, device="cpu")
+    except ZIP_ERRORS as error:
+        raise not_an_agent_zip("init", cfg.init, f" ({error})") from None
+    if not data or "observation_space" not in data or "policy_class" not in data:
+        raise not_an_agent_zip("init", cfg.init, " (it holds no SB3 agent data)")
+    if data["policy_class"] not in ALGOS[cfg.algo].policy_aliases.values():
+        raise UserError(
+            f"init={cfg.init} holds an agent of {data['policy_class'].__name__}, a policy {cfg.algo} does not train: "
+            f"give an agent of algo={cfg.algo}, or the algo= it was trained with"
+        )
+    expected = training_observation_space(env_id, recipe)
+    if data["observation_space"] != expected:
+        raise UserError(
+            f"init={cfg.init} sees {data['observation_space']}, but {spec.name}'s {cfg.algo} pipeline shows "
+            f"{expected}: give an agent trained on {spec.name} with this recipe"
+        )
+
+
 def build_manager(cfg: DictConfig, state: RunState, progress: dict, init: str) -> ExperimentManager:
     spec = get_game(cfg.game)
     conf_file = state.run_dir / "hyperparams.yml"
@@ -293,16 +399,32 @@ def export_folder(cfg: DictConfig, env_id: str, run_dir: Path) -> Path:
     return folder
 
 
+def check_start(cfg: DictConfig, spec: GameSpec, state: RunState) -> None:
+    """What the run starts from is there and fits, before anything is written: its checkpoint, or an `init=`
+    agent of this game and algo; `export_only=true` needs one of them."""
+    recipe = zoo_hyperparams(cfg.algo, spec.env_id) | checked_overrides(cfg)
+    if state.model_path.is_file():
+        return
+    if cfg.init:
+        check_init_agent(cfg, spec, state.env_id, recipe)
+    elif cfg.export_only:
+        raise UserError(
+            f"export_only=true: {state.run_dir} holds no checkpoint to export: train it first (without "
+            "export_only=true), or give init=<agent zip> to export that agent"
+        )
+
+
 @command("train_expert", TrainExpertConfig)
 def main(cfg: DictConfig) -> None:
     spec = get_game(cfg.game)
     env_id = spec.play_env_id(cfg.fast_env)
+    register_fast_car_racing()  # rl_zoo3 makes the env by its id; envs.pipeline, which registers it, is not imported
     torch.set_num_threads(cfg.threads)
     state = RunState(Path(cfg.run_dir).expanduser() / f"{cfg.game}_{cfg.algo}_seed{cfg.seed}", env_id)
     out = export_folder(cfg, spec.env_id, state.run_dir)
-    zoo_hyperparams(cfg.algo, spec.env_id)  # an algo without a recipe for the game stops here
+    clean_partial(state.run_dir)  # a checkpoint a kill left half switched is put back before it is looked for
+    check_start(cfg, spec, state)
     state.run_dir.mkdir(parents=True, exist_ok=True)
-    clean_partial(state.run_dir)
     if not state.model_path.is_file() and cfg.init:
         agent = Path(cfg.init).expanduser().resolve()
         state.adopt(agent, stats=params_dir(agent.parent, spec.env_id) / VECNORMALIZE_FILE)

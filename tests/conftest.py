@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ from hydra import compose, initialize_config_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub by the tests
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# collect registers each dataset with Minari: the tests' datasets go to a folder of their own, not ~/.minari
+os.environ.setdefault("MINARI_DATASETS_PATH", tempfile.mkdtemp(prefix="vlmplay_tests_minari_"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EXPERTS = REPO_ROOT.parent / "shared" / "experts"

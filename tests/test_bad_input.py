@@ -7,19 +7,21 @@ folders, datasets and images) or `{tmp}`, a fresh folder.
 """
 
 import json
+import os
 import pickle
 import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import conftest
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_module
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from rl_zoo3.utils import get_saved_hyperparams
-from safetensors.torch import save_model
+from safetensors.torch import load_file, save_file, save_model
 
 import collect.__main__
 import eval.__main__
@@ -28,7 +30,7 @@ import experts.train
 import train.__main__
 import train.bc
 import train.dagger
-from agents.bc_policy import BCConfig, save_bc
+from agents.bc_policy import BCConfig, is_bc_checkpoint, save_bc
 from agents.vlm_policy import check_trained_for
 from core import files
 from core.errors import UserError
@@ -50,8 +52,12 @@ COMMANDS = {  # name: (main, its config)
 }
 SHIPPED_CR = REPO_ROOT / "checkpoints" / "game_carracing"
 SHIPPED_SI_EXPERT = REPO_ROOT / "experts" / "ppo" / "SpaceInvadersNoFrameskip-v4_1"
+SI_AGENT = SHIPPED_SI_EXPERT / "SpaceInvadersNoFrameskip-v4.zip"
 CR_EXPERT = REPO_ROOT / "experts" / "ppo_lstm" / "CarRacing-v3_1"
+CR_AGENT = CR_EXPERT / "CarRacing-v3.zip"
 IMAGES = "images={images}"
+SI_RANDOM = ["game=spaceinvaders", "policy=random"]
+BC_CHECKPOINT = ["game=carracing", "policy=bc"]
 
 TABLE = [
     # overrides: types, ranges, choices
@@ -85,6 +91,7 @@ TABLE = [
     ("train", ["data=[{images}]", "recipe.stages.pvp_stage1.tasks.pvp.batch_size=0"], "batch_size=0 is out of"),
     ("train", ["data=[{images}]", "recipe.stages.pvp_stage3.tasks.game.ratio=-1"], "ratio=-1 is out of range"),
     ("train", ["data=[{images}]", "recipe.stages.pvp_stage1.min_lr_ratio=2"], "min_lr_ratio=2 is out of range"),
+    ("train", ["data=[{images}]", "recipe.stages.pvp_stage3.tasks.pvp.queries_per_image=0"], "queries_per_image"),
     ("train", ["data=[{images}]", "recipe.stages.pvp_stage1.trainable=all"], "is neither a list of parts nor"),
     ("train", ["data=[{images}]", "precision=fp8"], "precision='fp8': choose one of auto, bf16, fp32"),
     ("train", ["data=[{images}]", "progress=no"], "progress='no': give true or false"),
@@ -104,6 +111,9 @@ TABLE = [
     ("experts.train", ["algo=ppo2"], "algo='ppo2': choose one of"),
     ("experts.train", ["save_every=0"], "save_every=0 is out of range"),
     ("experts.train", ["init={tmp}/none.zip"], "is not an agent zip"),
+    ("experts.train", ["hyperparams=foo"], "hyperparams='foo' is not a group of hyperparameters: give e.g."),
+    ("experts.train", ["hyperparams={{n_stepz:8}}"], "hyperparams: n_stepz is not a hyperparameter of ppo_lstm"),
+    ("experts.train", ["export_only=true"], "carracing_ppo_lstm_seed0 holds no checkpoint to export: train it"),
     # output folders that cannot be written: refused before any episode or step
     ("eval", ["policy=random", "out={blocker}/results"], "not a writable folder"),
     ("collect", ["policy=random", "out={blocker}/data"], "not a writable folder"),
@@ -114,6 +124,11 @@ TABLE = [
     ("eval", ["policy=vlm", "checkpoint={malformed_config}"], "config.json is damaged"),
     ("eval", ["policy=vlm", "checkpoint={incomplete_config}"], "config.json is damaged (no llm section)"),
     ("eval", ["policy=vlm", "checkpoint={truncated_tokenizer}"], "tokenizer.json is damaged"),
+    ("eval", ["policy=vlm", "checkpoint={renamed_tensor}"], "does not load (Error(s) in loading"),
+    ("eval", ["policy=vlm", "checkpoint={games_list}"], "is not {game: [action words]}"),
+    ("eval", ["+episode=1"], "episode is not an option of eval: see configs/eval.yaml"),
+    ("eval", ["policy=random", "out="], "out is empty: give the folder to write to"),
+    ("train", ["data=[{images}]", "out=" + str(SHIPPED_CR)], "is a shipped checkpoint: write to a new folder"),
     ("train", ["data=[{images}]", "init={truncated_weights}"], "model.safetensors is damaged"),
     ("eval", ["game=carracing", "policy=bc", "checkpoint={truncated_bc}"], "model.safetensors is damaged"),
     ("eval", ["game=carracing", "policy=bc", "checkpoint={bc_config_of_another_net}"], "model.safetensors is damaged"),
@@ -123,14 +138,32 @@ TABLE = [
     ("eval", ["game=carracing", "policy=expert", "expert={truncated_stats}"], "is not readable VecNormalize"),
     ("eval", ["game=carracing", "policy=expert", "expert={truncated_zip}"], "does not load"),
     ("train", ["data=[{damaged_dataset}]", "run=x"], "does not match its CRC32"),
+    ("train", ["data=[{blocker}]"], "a_file is a file, not a folder: give a folder of PNG/JPEG images"),
+    ("experts.train", ["init={not_an_agent}"], "agent.zip is not an agent zip (Error: the file"),
+    ("experts.train", ["algo=ppo", "init=" + str(CR_AGENT)], "RecurrentActorCriticCnnPolicy, a policy ppo does not"),
+    ("experts.train", ["algo=ppo", "init=" + str(SI_AGENT)], "sees Box(0, 255, (4, 84, 84), uint8), but carracing's"),
+    ("eval", [*BC_CHECKPOINT, "checkpoint={bc_side_8}"], "(side=8 is not a whole number >= 36): config.json is"),
+    ("eval", [*BC_CHECKPOINT, "checkpoint={bc_no_stack}"], "(n_stack=0 is not a whole number >= 1)"),
+    ("eval", [*BC_CHECKPOINT, "checkpoint={bc_stack_as_text}"], "(n_stack='2' is not a whole number >= 1)"),
+    ("eval", [*BC_CHECKPOINT, "checkpoint={bc_actions_as_text}"], "(action_names='NOOP' is not a list of action"),
+    # dataset indexes that parse but are not what collect writes
+    ("train", ["data=[{index_without_crc32}]", "run=x"], "is damaged (episode 0 has no crc32); restore it, or"),
+    ("collect", [*SI_RANDOM, "out={index_length_many}"], "(episode 0 has length='many'): restore it, or pass"),
+    ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), "images={index_vlmplay_null}"], "entry is None, not an"),
+    ("train", ["data=[{episode_metadata_list}]", "run=x"], "metadata.json holds a list, not an object; re-collect"),
     # silent wrong work: a checkpoint of one game played on another
     ("eval", ["game=spaceinvaders", "policy=vlm", "checkpoint=" + str(SHIPPED_CR)], "was trained for carracing"),
     # code in an expert folder: refused, never run
     ("eval", ["game=carracing", "policy=expert", "expert={crafted_args}"], "args.yml is malformed"),
     ("eval", ["game=carracing", "policy=expert", "expert={crafted_config}"], "config.yml is unreadable"),
     ("eval", ["game=carracing", "policy=expert", "expert={crafted_stats}"], "which VecNormalize statistics never"),
+    ("eval", ["game=carracing", "policy=expert", "expert={unknown_wrapper}"], "env pipeline does not fit the agent"),
+    ("eval", ["game=carracing", "policy=expert", "expert={other_frame_stack}"], "Unexpected observation shape"),
     # artifacts it did not create: a shipped expert is not replaced
     ("experts.train", ["game=spaceinvaders", "algo=ppo", "out=" + str(SHIPPED_SI_EXPERT)], "this run did not export"),
+    ("train.bc", ["game=spaceinvaders", "data=[{images}]", "out={vlm_checkpoint}"], "holds no BC checkpoint (README"),
+    ("train.bc", ["game=carracing", "data=[{images}]", "out={expert_folder}"], "holds no BC checkpoint (CarRacing"),
+    ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), IMAGES, "out={eval_output}"], "holds no reconstruction"),
 ]
 
 
@@ -161,6 +194,42 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
 
 
+def link_frames(source: str, target: str) -> None:
+    """copytree's copy of a dataset file: the episode files (frames) as hard links, the JSON files as copies."""
+    if source.endswith(".arrow"):
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def copy_dataset(dataset: Path, root: Path, name: str) -> Path:
+    folder = root / name
+    shutil.copytree(dataset, folder, copy_function=link_frames)
+    return folder
+
+
+def edit_json(path: Path, edit) -> None:
+    value = json.loads(path.read_text())
+    edit(value)
+    path.write_text(json.dumps(value))
+
+
+def edit_index(folder: Path, edit) -> Path:
+    edit_json(folder / "data" / "metadata.json", edit)
+    return folder
+
+
+def edit_first_episode(folder: Path, edit) -> Path:
+    return edit_index(folder, lambda metadata: edit(metadata["vlmplay"]["episodes"][0]))
+
+
+def save_bc_with_config(folder: Path, config: BCConfig, change: dict) -> Path:
+    """A BC checkpoint whose config.json was changed by hand: weights of `config`, fields of `change`."""
+    save_bc(folder, config.build(), config)
+    edit_json(folder / "config.json", lambda values: values.update(change))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("damaged")
@@ -180,11 +249,24 @@ def damaged(tmp_path_factory) -> dict[str, Path]:
 
     paths["truncated_tokenizer"] = copy_checkpoint(root, "truncated_tokenizer")
     truncate(paths["truncated_tokenizer"] / "tokenizer.json")
+    paths["renamed_tensor"] = copy_checkpoint(root, "renamed_tensor")  # whole, but its names are not the model's
+    weights = load_file(paths["renamed_tensor"] / "model.safetensors")
+    first = sorted(weights)[0]
+    weights[first + "_renamed"] = weights.pop(first)
+    save_file(weights, paths["renamed_tensor"] / "model.safetensors")
+    paths["games_list"] = copy_checkpoint(root, "games_list")
+    config = json.loads((paths["games_list"] / "config.json").read_text())
+    config["vlm"]["games"] = ["carracing"]
+    (paths["games_list"] / "config.json").write_text(json.dumps(config))
     spec = get_game("carracing")
     bc_config = BCConfig(spec.name, list(spec.action_names), spec.n_stack, spec.pipeline_side)
     paths["truncated_bc"] = root / "truncated_bc"
     save_bc(paths["truncated_bc"], bc_config.build(), bc_config)
     truncate(paths["truncated_bc"] / "model.safetensors")
+    paths["bc_side_8"] = save_bc_with_config(root / "bc_side_8", bc_config, {"side": 8})
+    paths["bc_no_stack"] = save_bc_with_config(root / "bc_no_stack", bc_config, {"n_stack": 0})
+    paths["bc_stack_as_text"] = save_bc_with_config(root / "bc_stack_as_text", bc_config, {"n_stack": "2"})
+    paths["bc_actions_as_text"] = save_bc_with_config(root / "bc_actions_as_text", bc_config, {"action_names": "NOOP"})
     paths["bc_config_of_another_net"] = root / "bc_config_of_another_net"
     save_bc(paths["bc_config_of_another_net"], bc_config.build(), bc_config)
     other = replace(bc_config, side=2 * bc_config.side)  # the weights of a wider network than config.json says
@@ -198,17 +280,46 @@ def damaged(tmp_path_factory) -> dict[str, Path]:
     (paths["crafted_args"] / "CarRacing-v3" / "args.yml").write_text(CRAFTED_YAML)
     paths["crafted_config"] = copy_expert(root, "crafted_config")
     (paths["crafted_config"] / "CarRacing-v3" / "config.yml").write_text(CRAFTED_YAML)
+    for name, old, new in [
+        ("unknown_wrapper", "GrayscaleObservation", "NoSuchWrapper"),
+        ("other_frame_stack", "- - frame_stack\n    - 2", "- - frame_stack\n    - 3"),
+    ]:
+        paths[name] = copy_expert(root, name)
+        config_yml = paths[name] / "CarRacing-v3" / "config.yml"
+        assert old in config_yml.read_text()
+        config_yml.write_text(config_yml.read_text().replace(old, new))
     paths["crafted_stats"] = copy_expert(root, "crafted_stats")
     (paths["crafted_stats"] / "CarRacing-v3" / "vecnormalize.pkl").write_bytes(pickle.dumps(RunsCode()))
 
-    dataset = root / "damaged_dataset"
-    result = run_module("collect", "game=spaceinvaders", "policy=random", "episodes=1", f"out={dataset}")
+    paths["not_an_agent"] = root / "agent.zip"
+    shutil.copy(SHIPPED_CR / "config.json", paths["not_an_agent"])
+    paths["vlm_checkpoint"] = copy_checkpoint(root, "vlm_checkpoint")
+    paths["expert_folder"] = copy_expert(root, "expert_folder")
+    paths["eval_output"] = root / "eval_output"
+    result = run_module("eval", *SI_RANDOM, "episodes=1", "video=false", f"out={paths['eval_output']}")
     assert result.returncode == 0, result.stderr
-    episode = next((dataset / "data" / "0").glob("*.arrow"))
+
+    dataset = paths["dataset"] = root / "dataset"
+    result = run_module("collect", *SI_RANDOM, "episodes=1", f"out={dataset}")
+    assert result.returncode == 0, result.stderr
+    paths["damaged_dataset"] = root / "damaged_dataset"
+    shutil.copytree(dataset, paths["damaged_dataset"])
+    episode = next((paths["damaged_dataset"] / "data" / "0").glob("*.arrow"))
     data = bytearray(episode.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the frames
     episode.write_bytes(bytes(data))
-    paths["damaged_dataset"] = dataset
+    paths["index_without_crc32"] = edit_first_episode(
+        copy_dataset(dataset, root, "index_without_crc32"), lambda entry: entry.pop("crc32")
+    )
+    paths["index_length_many"] = edit_first_episode(
+        copy_dataset(dataset, root, "index_length_many"), lambda entry: entry.update(length="many")
+    )
+    paths["index_vlmplay_null"] = edit_index(
+        copy_dataset(dataset, root, "index_vlmplay_null"), lambda metadata: metadata.update(vlmplay=None)
+    )
+    paths["episode_metadata_list"] = copy_dataset(dataset, root, "episode_metadata_list")
+    episode_metadata = paths["episode_metadata_list"] / "data" / "0" / "metadata.json"
+    episode_metadata.write_text(json.dumps([json.loads(episode_metadata.read_text())]))
     return paths
 
 
@@ -247,6 +358,8 @@ HYDRA_REFUSALS = [  # Hydra's own checks, before the schema's: run as a user typ
     ("eval", "foo=1", "error: foo is not an option of eval: see configs/eval.yaml"),
     ("eval", "episodes=[", "error: cannot read the override 'episodes=['"),
     ("train", "model=huge", "error: model=huge: there is no configs/model/huge.yaml; choose one of full, tiny"),
+    ("eval", "--episodes", "error: --episodes: options are key=value, e.g. episodes=VALUE"),
+    ("eval", "-m", "error: -m: sweeps are not supported"),
 ]
 
 
@@ -279,6 +392,51 @@ def test_experts_train_exports_to_a_new_folder_unless_told_to_replace(tmp_path, 
     explicit.overwrite = True
     assert experts.train.export_folder(explicit, "Env-v0", run_dir) == shipped
     assert "warning: replacing the shipped expert" in capsys.readouterr().err
+
+
+def test_collect_refuses_an_episode_whose_metadata_is_not_an_object(damaged, capsys):
+    """collect checks each listed episode behind a progress bar (erased in a terminal): its last line is the error."""
+    folder = damaged["episode_metadata_list"]
+    before = (folder / "data" / "0" / "metadata.json").read_text()
+    code, err = run_command("collect", [*SI_RANDOM, f"out={folder}"], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "error: " in last and "metadata.json holds a list, not an object: nothing was changed" in last
+    assert (folder / "data" / "0" / "metadata.json").read_text() == before
+
+
+def test_train_bc_replaces_its_own_checkpoint_and_another_folder_only_when_told(damaged, tmp_path, capsys):
+    common = ["game=spaceinvaders", f"data=[{damaged['dataset']}]", "imitate=[random]", "val_seeds=null", "steps=2",
+              "batch_size=4", "progress=false"]  # fmt: skip
+    out = tmp_path / "bc"
+    for _ in range(2):  # the same command again replaces the checkpoint it wrote
+        conftest.run_command(train.bc.main, "bc", *common, f"out={out}")
+    assert is_bc_checkpoint(out) and (out / "model.safetensors").is_file()
+
+    vlm = copy_checkpoint(tmp_path, "vlm")
+    before = sorted(path.name for path in vlm.iterdir())
+    code, err = run_command("train.bc", [*common, f"out={vlm}"], capsys)
+    assert code == 2 and "holds no BC checkpoint" in err and sorted(p.name for p in vlm.iterdir()) == before
+    conftest.run_command(train.bc.main, "bc", *common, f"out={vlm}", "overwrite=true")
+    assert is_bc_checkpoint(vlm) and not (vlm / "tokenizer.json").exists()
+
+
+def test_reconstruct_writes_into_its_own_output_and_another_folder_only_when_told(damaged, tmp_path):
+    def check(folder: Path, overwrite: bool = False) -> None:
+        files.check_replaceable(folder, "out", "reconstruction result", eval.reconstruct.is_reconstruction, overwrite)
+
+    own = tmp_path / "reconstruction"
+    own.mkdir()
+    (own / "0000003.png").write_bytes(b"")
+    (own / "0000007.png.tmp").write_bytes(b"")  # what a killed run left
+    (own / "results.json").write_text(json.dumps({"mean_re": 1.5, "images": []}))
+    check(own)
+    check(tmp_path / "new")
+    with pytest.raises(UserError, match="no reconstruction result \\(results.json, returns.png\\): choose another"):
+        check(damaged["eval_output"])
+    check(damaged["eval_output"], overwrite=True)
+    (own / "notes.txt").write_text("the user's")
+    with pytest.raises(UserError, match="0000003.png, 0000007.png.tmp, notes.txt, results.json"):
+        check(own)
 
 
 def test_a_folder_replaced_by_a_killed_writer_comes_back_whole(tmp_path):

@@ -21,7 +21,7 @@ from core.errors import UserError
 from envs import get_game
 from eval.__main__ import main as eval_main
 from train.__main__ import main as train_main
-from train.tasks import NoData, Task, register_task
+from train.tasks import NoData, Task, Validation, register_task
 from vlm import VLM, prompts
 
 SEED = 7
@@ -75,7 +75,7 @@ class AnswerBlackTask(Task):
         model: VLM = load_model()
         answer = model.generate(prompts.reconstruct_prompt(0, 0), images=model.preprocess(self.sources[0][None])[None])
         (stage_dir / "answer_black.json").write_text(json.dumps({"answer": answer[0]}))
-        return f"answer_black validation: {answer[0]!r}"
+        return Validation(f"answer_black validation: {answer[0]!r}", {"answer_black": float(answer[0] == BLACK)})
 
 
 def test_a_policy_registered_here_is_played_by_eval_collect_and_takeover(tmp_path):

@@ -25,6 +25,7 @@ from core.runs import FINAL_DIR, SUMMARY_FILE
 from core.seeds import parse_seeds
 from train.__main__ import main as train_main
 from train.checkpoint import checkpoints
+from train.curves import CURVES_PNG, TB_DIR, read_scalars
 from train.loop import weights_sha256
 from train.onednn import OneDNNLinear
 from train.packing import pack, packed_loss
@@ -288,7 +289,7 @@ def resume_overrides(run_dir, image_folder, run: str) -> list[str]:
         f"run={run}",
         "threads=1",
         *micro_run(run_dir, [image_folder]),
-        *stage_override("pvp_stage1", steps=40, save_every=5, warmup_steps=2),
+        *stage_override("pvp_stage1", steps=40, save_every=5, warmup_steps=2, log_every=5),
         *small_pvp("pvp_stage1", batch_size=16, queries=4),
     ]
 
@@ -323,6 +324,11 @@ def test_resume_after_sigkill_loses_at_most_one_interval_and_ends_identical(imag
     assert uninterrupted["resumed_from_step"] == 0
     # Same tasks, images, locations and dropout after the resume: bit-identical weights.
     assert summary["replica_sha256"] == uninterrupted["replica_sha256"]
+    # The curves cover every step, those only the killed process logged too, with the uninterrupted run's losses.
+    resumed_losses = read_scalars(stage_dir / TB_DIR)["loss/pvp"]
+    assert sorted(resumed_losses) == list(range(5, 41, 5))
+    assert resumed_losses == read_scalars(tmp_path / "straight" / "pvp_stage1" / TB_DIR)["loss/pvp"]
+    assert (stage_dir / CURVES_PNG).is_file()
 
 
 def test_torchrun_two_gloo_processes_end_with_identical_weights(image_folder, tmp_path):

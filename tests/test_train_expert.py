@@ -4,6 +4,7 @@ import zipfile
 
 import torch
 from conftest import TINY_PPO_HYPERPARAMS, run_module
+from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 
 from experts.learning_curve import plot_learning_curve, read_monitors
@@ -38,6 +39,19 @@ def test_stopped_run_resumes_its_step_count_and_exports_zoo_layout(tmp_path):
     ):
         assert (folder / name).is_file(), name
     assert PPO.load(folder / "CarRacing-v3.zip", device="cpu").num_timesteps == 128
+
+
+def test_the_default_fast_env_is_registered_in_its_own_process(tmp_path):
+    """fast_env=true (the default) trains on CarRacingFast-v3, which only envs.fast_car_racing registers."""
+    out = tmp_path / "ppo_lstm" / "CarRacing-v3_1"
+    result = run_module(
+        "experts.train", "game=carracing", "steps=64", "progress=false", f"run_dir={tmp_path / 'runs'}", f"out={out}",
+        TINY_PPO_HYPERPARAMS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    segments = json.loads((out / "progress.json").read_text())["segments"]
+    assert [segment["env_id"] for segment in segments] == ["CarRacingFast-v3"]
+    assert RecurrentPPO.load(out / "CarRacing-v3.zip", device="cpu").num_timesteps == 64
 
 
 def write_monitor(path, t_start, rows):

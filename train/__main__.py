@@ -4,7 +4,8 @@ python -m train recipe=game game=spaceinvaders data=[DATASET] init=none|CHECKPOI
 Runs the recipe's stages in order, each from the previous stage's final model; a stage already done
 is skipped and one that was killed resumes from its latest checkpoint. With `val_seeds`, those
 episodes are held out of training and the last stage's model is validated on them by each of the last
-stage's tasks that has a validation metric (the game task: action accuracy and confusion matrix).
+stage's tasks that has a validation metric (the game task: action accuracy and confusion matrix), which
+also go to the stage's TensorBoard log (`validation/...`) and its curves.png.
 """
 
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from agents.vlm_policy import SHIPPED_DIR
 from collect.sources import ImageSources
 from core import files
 from core.cli import command
@@ -22,11 +24,11 @@ from core.errors import UserError
 from core.schema import existing_paths, option, positive, writable_folder
 from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from envs.games import GAMES, check_game, get_game
-from train import checkpoint
-from train.loop import PRECISIONS, StageConfig, start_distributed, train_stage
+from train import checkpoint, curves
+from train.loop import PRECISIONS, STRATEGIES, StageConfig, stage_title, start_distributed, train_stage
 from train.tasks import build_tasks
-from vlm import PRESETS, TRAINING_STAGES, VLM, VLMConfig, build_tokenizer, prompts
-from vlm.checkpoint import checked_checkpoint_config
+from vlm import PRESETS, TRAINING_STAGES, VLM, VLMConfig, build_tokenizer, card, prompts
+from vlm.checkpoint import checked_checkpoint_config, load_checked
 from vlm.model import CONFIG_FILE
 
 NEW_MODEL = "none"  # init=none: the first stage starts from a new model of the `model` preset
@@ -59,11 +61,17 @@ def init_checkpoint(key: str, init: str) -> None:
 
 
 def model_out(key: str, out: str) -> None:
-    """Where the last stage's model is copied: a new folder, or a VLM checkpoint (which it replaces)."""
+    """Where the last stage's model is copied: a new folder, or a VLM checkpoint (which it replaces) that is not
+    one of the shipped ones."""
     writable_folder(key, out)
     path = Path(out).expanduser()
     if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
         raise UserError(f"{key}={out} holds files that are not a VLM checkpoint: choose a new folder for {key}=")
+    if path.resolve().is_relative_to(SHIPPED_DIR.resolve()) and path.exists():
+        raise UserError(
+            f"{key}={out} is a shipped checkpoint: write to a new folder, and copy it over the shipped one by hand "
+            "once it has been evaluated"
+        )
 
 
 @dataclass
@@ -115,6 +123,7 @@ class TrainConfig:
     seed: int = option(minimum=0, maximum=SEED_MAX)
     threads: int = option(minimum=1)
     precision: str = option(choices=PRECISIONS)
+    strategy: str = option(choices=STRATEGIES)
     progress: bool = option()
     recipe: RecipeOptions = option()
     model: ModelOptions = option()
@@ -163,15 +172,25 @@ def describe(summary: dict) -> str:
     )
 
 
+def log_validation(stage_dir: Path, metrics: dict[str, float]) -> None:
+    """The validation metrics as TensorBoard scalars at the stage's last step, and its curves drawn again with
+    them."""
+    steps = checkpoint.read_summary(stage_dir)["steps"]
+    curves.log_scalars(stage_dir / curves.TB_DIR, curves.validation_scalars(metrics), steps)
+    curves.write_curves(stage_dir, stage_title(stage_dir))
+
+
 @command("train", TrainConfig)
 def main(cfg: DictConfig) -> None:
-    runtime = start_distributed(int(cfg.seed), cfg.precision, bool(cfg.progress))
+    runtime = start_distributed(int(cfg.seed), cfg.precision, bool(cfg.progress), cfg.strategy)
     torch.set_num_threads(int(cfg.threads))
     stages = stage_configs(cfg)
     game = None if cfg.game is None else get_game(cfg.game).name
     val_seeds = parse_seeds(cfg.val_seeds) or []
     sources = ImageSources([str(s) for s in cfg.data], parse_seeds(cfg.seeds), held_out=val_seeds)
-    # Built now so that a validation that cannot run stops the command before any training.
+    # Every stage's tasks and the validation are built now, so that an option of a later stage that cannot
+    # work stops the command before the first stage trains.
+    stage_tasks = {stage.name: build_tasks(stage.tasks, sources, game) for stage in stages}
     validators = build_tasks(stages[-1].tasks, sources, game, val_seeds)[0] if val_seeds else {}
     run_dir = Path(cfg.run_dir).expanduser() / cfg.run
     init = None if cfg.init in (None, NEW_MODEL) else Path(cfg.init).expanduser()
@@ -180,8 +199,8 @@ def main(cfg: DictConfig) -> None:
         stage_dir = run_dir / stage.name
         selected = cfg.stages is None or stage.name in cfg.stages
         if selected and not checkpoint.is_done(stage_dir):
-            tasks, left_out = build_tasks(stage.tasks, sources, game)
-            model = (VLM.from_pretrained(previous) if previous else new_model(cfg.model)).to(runtime.device)
+            tasks, left_out = stage_tasks[stage.name]
+            model = (load_checked(Path(previous), "init") if previous else new_model(cfg.model)).to(runtime.device)
             for stage_task in tasks.values():
                 stage_task.task.configure(model)
             if runtime.is_main:
@@ -201,10 +220,16 @@ def main(cfg: DictConfig) -> None:
         def load_final() -> VLM:
             return VLM.from_pretrained(str(checkpoint.final_dir(last_dir))).to(runtime.device)
 
+        metrics = {}
         for stage_task in validators.values():
-            report = stage_task.task.validate(load_final, last_dir)
-            if report is not None:
-                print(report)
+            validation = stage_task.task.validate(load_final, last_dir)
+            if validation is not None:
+                print(validation.text)
+                metrics |= validation.metrics
+        if metrics:
+            log_validation(last_dir, metrics)
+            final = checkpoint.final_dir(last_dir)
+            card.write_card(final, str(final))  # again, now with the validation
     if runtime.is_main and previous is not None:
         if cfg.out:
             files.write_atomically(Path(cfg.out).expanduser(), lambda tmp: shutil.copytree(previous, tmp))

@@ -3,8 +3,9 @@
 Behaviour cloning with the Nature CNN (agents/bc_policy.py): cross-entropy on the dataset's action codes,
 Adam, a fixed number of samples (by default 48,000, the VLM game stage's), batches drawn from (seed, step).
 The episodes in `val_seeds` are held out and validated on (action accuracy, as the VLM's game task does).
-Writes the checkpoint folder (config.json with the training record, model.safetensors) and
-validation.json beside it; play it with `python -m eval policy=bc checkpoint=<folder>`.
+Writes the checkpoint folder (config.json with the training record, model.safetensors), and into it
+validation.json, tb/ (TensorBoard: loss and lr per step, validation/accuracy) and curves.png (train/curves.py);
+play it with `python -m eval policy=bc checkpoint=<folder>`.
 """
 
 import time
@@ -16,20 +17,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agents.bc_policy import BCConfig, NatureCNN, grey_frames, save_bc
+from agents.bc_policy import BCConfig, NatureCNN, grey_frames, is_bc_checkpoint, save_bc
 from collect.dataset import CollectedDataset, stack_indices
 from collect.sources import ImageSources
 from core.cli import command
 from core.errors import UserError
-from core.files import write_json_atomically
+from core.files import check_replaceable, write_json_atomically
 from core.schema import existing_paths, option, positive, writable_folder
 from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from envs.games import GameSpec, check_game, get_game
+from train import curves
 
 VALIDATION_FILE = "validation.json"
 EVAL_BATCH = 256
+LOSS_TAG = curves.LOSS_PREFIX + "bc"
 
 
 class StackedGrey:
@@ -73,6 +77,20 @@ def imitated(sources: ImageSources, kinds, spec: GameSpec, seeds: list[int] | No
     return datasets
 
 
+def write_log(folder: Path, losses: list[float], walltimes: list[float], lr: float, report: dict | None) -> None:
+    """The run's TensorBoard log, written after the checkpoint folder it lives in (which replaces any older one
+    whole), and its curves.png."""
+    with SummaryWriter(str(folder / curves.TB_DIR)) as writer:
+        for step, (loss, walltime) in enumerate(zip(losses, walltimes), 1):
+            writer.add_scalar(LOSS_TAG, loss, step, walltime)
+            writer.add_scalar(curves.LR_TAG, lr, step, walltime)
+        if report is not None:
+            metrics = {metric: report[metric] for metric in curves.VALIDATION_METRICS}
+            for tag, value in curves.validation_scalars(metrics).items():
+                writer.add_scalar(tag, value, len(losses))
+    curves.write_curves(folder, f"bc: {folder.name}")
+
+
 @dataclass
 class BCTrainConfig:
     game: str | None = option(check=check_game)
@@ -88,6 +106,7 @@ class BCTrainConfig:
     run: str = option()
     run_dir: str = option(check=writable_folder)
     out: str | None = option(check=writable_folder)
+    overwrite: bool = option()
     progress: bool = option()
 
 
@@ -96,18 +115,19 @@ def main(cfg: DictConfig) -> None:
     if cfg.game is None:
         raise UserError("give game=<carracing|spaceinvaders>: the game whose dataset is imitated")
     spec = get_game(cfg.game)
+    out = Path(cfg.out or Path(cfg.run_dir) / cfg.run).expanduser()
+    check_replaceable(out, "out", "BC checkpoint", is_bc_checkpoint, cfg.overwrite)  # save_bc replaces it whole
     torch.set_num_threads(int(cfg.threads))
     kinds = list(cfg.imitate)
     val_seeds = parse_seeds(cfg.val_seeds) or []
     sources = ImageSources([str(s) for s in cfg.data], parse_seeds(cfg.seeds), held_out=val_seeds)
     data = StackedGrey(imitated(sources, kinds, spec), spec)
     validation = StackedGrey(imitated(sources, kinds, spec, val_seeds), spec) if val_seeds else None
-    out = Path(cfg.out or Path(cfg.run_dir) / cfg.run).expanduser()
 
     config = BCConfig(spec.name, list(spec.action_names), spec.n_stack, spec.pipeline_side, int(cfg.seed))
     model = config.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.lr))
-    start, losses = time.perf_counter(), []
+    start, losses, walltimes = time.perf_counter(), [], []
     for step in tqdm(range(int(cfg.steps)), desc=f"bc {spec.name}", unit="step", disable=not cfg.progress):
         rng = np.random.default_rng([int(cfg.seed), step])
         frames, codes = data.batch(rng.integers(len(data), size=int(cfg.batch_size)))
@@ -116,6 +136,7 @@ def main(cfg: DictConfig) -> None:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        walltimes.append(time.time())
     seconds = time.perf_counter() - start
 
     report = None
@@ -137,6 +158,7 @@ def main(cfg: DictConfig) -> None:
     save_bc(out, model, config)
     if report is not None:
         write_json_atomically(out / VALIDATION_FILE, report)
+    write_log(out, losses, walltimes, float(cfg.lr), report)
     print(
         f"bc {spec.name}: {config.training['samples']} samples of {len(data)} steps in {seconds:.0f} s, "
         f"last loss {config.training['last_loss']:.3f}"

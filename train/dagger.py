@@ -8,7 +8,8 @@ DAgger (Ross, Gordon & Bagnell 2011). Round k (1..rounds):
      round's labelled episodes (`python -m train recipe=game`, validated on the expert dataset's `val_seeds`);
   3. the new model plays `eval_episodes` episodes on the selection seeds (`python -m eval`).
 Each step is one of the project's own commands, run as a subprocess, and resumes after a kill as it does
-alone, so a killed DAgger run started again with the same command goes on where it stopped. This process
+alone, so a killed DAgger run started again with the same command goes on where it stopped; `workers=`,
+`backend=` and `address=` are handed to collect and eval (who plays their episodes, and where). This process
 imports no gymnasium. Writes run_dir/run/dagger.json (return and held-out accuracy per round) and dagger.png.
 """
 
@@ -25,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from agents.workers import BACKENDS, check_backend  # noqa: E402
 from collect.dataset import is_collected_dataset  # noqa: E402
 from core.cli import command  # noqa: E402
 from core.errors import UserError  # noqa: E402
@@ -128,6 +130,9 @@ class DaggerConfig:
     rollout_seed: int = option(minimum=0, maximum=SEED_MAX)
     selection_seed: int = option(minimum=0, maximum=SEED_MAX)
     eval_episodes: int = option(minimum=1)
+    workers: int = option(minimum=1)
+    backend: str = option(choices=BACKENDS, check=check_backend)
+    address: str | None = option()
     run: str = option()
     run_dir: str = option(check=writable_folder)
 
@@ -142,7 +147,9 @@ def main(cfg: DictConfig) -> None:
     shared = [f"game={spec.name}", f"seed={cfg.seed}"]
     labeller = [f"expert={cfg.expert}"] if cfg.expert else []
     labeller += [f"deterministic={str(cfg.deterministic).lower()}"] if cfg.deterministic is not None else []
-    selection = ["policy=vlm", f"episodes={cfg.eval_episodes}", f"seed={cfg.selection_seed}", "video=false"]
+    workers = [f"workers={cfg.workers}", f"backend={cfg.backend}"]
+    workers += [f"address={cfg.address}"] if cfg.address else []
+    selection = ["policy=vlm", f"episodes={cfg.eval_episodes}", f"seed={cfg.selection_seed}", "video=false", *workers]
 
     start_eval = run_dir / "round0" / "eval"
     if not (start_eval / "results.json").is_file():
@@ -161,13 +168,14 @@ def main(cfg: DictConfig) -> None:
         first_seed = int(cfg.rollout_seed) + (index - 1) * int(cfg.episodes)
         run_command(
             "collect", f"game={spec.name}", "policy=dagger", f"checkpoint={learner}", f"beta={beta}", *labeller,
-            f"episodes={cfg.episodes}", f"seed={first_seed}", f"out={round_dir / 'data'}",
+            f"episodes={cfg.episodes}", f"seed={first_seed}", f"out={round_dir / 'data'}", *workers,
         )  # fmt: skip
         aggregate.append(str(round_dir / "data"))
         stage = f"recipe.stages.{GAME_STAGE}"
+        val_seeds = "null" if cfg.val_seeds is None else cfg.val_seeds
         run_command(
             "train", "recipe=game", *shared, f"data=[{','.join(aggregate)}]", f"init={learner}",
-            f"run=round{index}", f"run_dir={run_dir}", f"val_seeds={cfg.val_seeds}", "progress=false",
+            f"run=round{index}", f"run_dir={run_dir}", f"val_seeds={val_seeds}", "progress=false",
             f"{stage}.steps={cfg.steps}", f"{stage}.lr={cfg.lr}", f"{stage}.tasks.game.imitate={IMITATED}",
         )  # fmt: skip
         learner = final_dir(round_dir / GAME_STAGE)

@@ -1,6 +1,6 @@
 """One training loop for every recipe: AdamW, cosine schedule with warmup, bf16 autocast where supported,
-gradient accumulation, clipping, periodic checkpoints and exact resume, TensorBoard, DDP under torchrun,
-fp32 linear layers on oneDNN's matmul on CPUs (train/onednn.py).
+gradient accumulation, clipping, periodic checkpoints and exact resume, TensorBoard and the stage's curves.png
+(train/curves.py), DDP or FSDP2 under torchrun, fp32 linear layers on oneDNN's matmul on CPUs (train/onednn.py).
 
 Randomness is drawn from generators seeded by (seed, step, rank), so a resumed run draws the same
 tasks, images, locations and dropout masks as an uninterrupted one, and needs no RNG state on disk.
@@ -18,19 +18,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from core.errors import UserError
-from train import checkpoint
+from train import checkpoint, curves
 from train.onednn import OneDNNLinear
 from train.tasks import StageTask, Task, TaskMixer
 from vlm import VLM
 
 MIX_STREAM, DATA_STREAM = 0, 1  # independent random streams per step: task choice (all ranks), data (per rank)
-TB_DIR = "tb"
 PRECISIONS = ("auto", "bf16", "fp32")
+STRATEGIES = ("ddp", "fsdp")  # under torchrun: every process holds the whole model (DDP), or a shard of it (FSDP2)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Runtime:
     precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, else fp32; or bf16 / fp32
     onednn_linear: bool = True  # on CPU, fp32 linear layers on oneDNN (OneDNNLinear); False: PyTorch's default (MKL)
     progress: bool = True
+    strategy: str = "ddp"  # one of STRATEGIES; a single process trains unsharded whatever it says
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -72,8 +76,12 @@ class Runtime:
         gpu_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if gpu_bf16 else None
 
+    @property
+    def sharded(self) -> bool:
+        return self.strategy == "fsdp" and self.world_size > 1
 
-def start_distributed(seed: int, precision: str, progress: bool) -> Runtime:
+
+def start_distributed(seed: int, precision: str, progress: bool, strategy: str = "ddp") -> Runtime:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the group (NCCL on GPUs, gloo on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
@@ -84,11 +92,24 @@ def start_distributed(seed: int, precision: str, progress: bool) -> Runtime:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Runtime(seed=seed, precision=precision, progress=progress, rank=rank, world_size=world_size, device=device)
+    if strategy == "fsdp" and world_size == 1:
+        print(
+            "strategy=fsdp: one process has nothing to shard, it trains unsharded (torchrun --nproc_per_node=N shards)"
+        )
+    return Runtime(
+        seed=seed,
+        precision=precision,
+        progress=progress,
+        strategy=strategy,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+    )
 
 
 class Objective(nn.Module):
-    """The loss of one batch of any task (the task computes it); DDP wraps this so its hooks see every forward."""
+    """The loss of one batch of any task (the task computes it); DDP wraps this, and FSDP2 makes it the root, so
+    that their hooks see every forward (a task may call the VLM's parts, not its forward)."""
 
     def __init__(self, model: VLM):
         super().__init__()
@@ -106,6 +127,20 @@ def cosine_with_warmup(stage: StageConfig):
         return stage.min_lr_ratio + (1 - stage.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def shard(objective: Objective, runtime: Runtime) -> None:
+    """FSDP2 in place: each transformer block of the LLM and of the vision tower is a unit of its own, whose
+    parameters are gathered for its forward and backward only; the root (the objective) holds the rest. A block
+    may mix frozen and trainable parameters (LoRA on a frozen LLM): only those with a gradient are reduced."""
+    if runtime.autocast_dtype == torch.bfloat16:
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        policy = MixedPrecisionPolicy()
+    blocks = [module for module in objective.model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    for block in blocks:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(objective, mp_policy=policy)
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -126,29 +161,39 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
         )
     model.set_trainable(**{part: True for part in stage.trainable})
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(stage))
-    objective: nn.Module = Objective(model)
-    if runtime.world_size > 1:
-        # Unused parameters differ between tasks (e.g. the visual prompt encoder), hence find_unused_parameters.
-        objective = DistributedDataParallel(objective, find_unused_parameters=True)
-    mixer = TaskMixer({name: stage_task.ratio for name, stage_task in tasks.items()})
-
     if runtime.is_main:
         checkpoint.clean_partial(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
     _barrier(runtime)
-    state = {"step": 0, "samples": 0, "train_seconds": 0.0}
     found = checkpoint.checkpoints(stage_dir)
-    if found:
-        saved = checkpoint.load_checkpoint(found[-1][1], model)
-        optimizer.load_state_dict(saved.pop("optimizer"))
+    # The weights load before the model is sharded: every process reads the whole checkpoint.
+    saved = checkpoint.load_checkpoint(found[-1][1], model) if found else None
+    # What rank 0 saves of a sharded model: a copy made now, which holds weights only while they are saved.
+    skeleton = checkpoint.weightless_copy(model) if runtime.sharded and runtime.is_main else None
+
+    objective: nn.Module = Objective(model)
+    if runtime.sharded:
+        shard(objective, runtime)
+    elif runtime.world_size > 1:
+        # Unused parameters differ between tasks (e.g. the visual prompt encoder), hence find_unused_parameters.
+        objective = DistributedDataParallel(objective, find_unused_parameters=True)
+    params = [p for p in model.parameters() if p.requires_grad]  # after sharding: FSDP2 replaces them
+    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(stage))
+    mixer = TaskMixer({name: stage_task.ratio for name, stage_task in tasks.items()})
+
+    state = {"step": 0, "samples": 0, "train_seconds": 0.0}
+    if saved is not None:
+        optimizer_state = saved.pop("optimizer")
+        if runtime.sharded:
+            checkpoint.load_sharded_optimizer_state(optimizer, optimizer_state)
+        else:
+            optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(saved.pop("scheduler"))
         state = saved
     resumed_from = state["step"]
 
-    writer = SummaryWriter(str(stage_dir / TB_DIR)) if runtime.is_main else None
+    writer = SummaryWriter(str(stage_dir / curves.TB_DIR)) if runtime.is_main else None
     bar = tqdm(
         total=stage.steps,
         initial=state["step"],
@@ -174,7 +219,9 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
             task, batch_size = tasks[name].task, tasks[name].batch_size
             batch = task.batch(model, data_rng, batch_size)
             last_micro = micro == stage.grad_accum - 1
-            sync = contextlib.nullcontext() if last_micro or runtime.world_size == 1 else objective.no_sync()
+            replicated = isinstance(objective, DistributedDataParallel)
+            # FSDP2 reduce-scatters every micro-batch's gradients: unreduced they would take a whole model's memory.
+            sync = objective.no_sync() if replicated and not last_micro else contextlib.nullcontext()
             with sync:
                 with autocast, linear_kernels():
                     loss = objective(task, batch)
@@ -182,13 +229,17 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
             step_losses.setdefault(name, []).append(loss.item())
             samples += batch_size * runtime.world_size
         grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm)
+        if isinstance(grad_norm, DTensor):
+            grad_norm = grad_norm.full_tensor()
         optimizer.step()
         scheduler.step()
         seconds = time.perf_counter() - start
         state["step"] += 1
         state["samples"] += samples
         state["train_seconds"] += seconds
-        last_losses.update({name: float(np.mean(values)) for name, values in step_losses.items()})
+        last_losses.update(
+            _mean_over_ranks({name: float(np.mean(values)) for name, values in step_losses.items()}, runtime)
+        )
 
         bar.update(1)
         bar.set_postfix(
@@ -201,12 +252,13 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
             writer.add_scalar("grad_norm", float(grad_norm), state["step"])
             writer.add_scalar("samples_per_s", samples / seconds, state["step"])
         if state["step"] % stage.save_every == 0 and state["step"] < stage.steps:
-            if runtime.is_main:
-                checkpoint.save_checkpoint(
-                    stage_dir,
-                    model,
-                    {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                )
+            with _model_to_save(model, skeleton, runtime) as saving:
+                optimizer_state = _optimizer_state(model, optimizer, runtime)
+                if runtime.is_main:
+                    writer.flush()  # a kill after this checkpoint then loses no logged step before it
+                    checkpoint.save_checkpoint(
+                        stage_dir, saving, {**state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()}
+                    )
             _barrier(runtime)
     bar.close()
 
@@ -221,18 +273,53 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
         "samples_per_s": round(state["samples"] / max(state["train_seconds"], 1e-9), 2),
         "last_losses": last_losses,
         "world_size": runtime.world_size,
+        "strategy": runtime.strategy if runtime.world_size > 1 else None,
         "trainable_parameters": sum(p.numel() for p in params),
-        "replica_sha256": _replica_digests(model, runtime),
     }
-    if len(set(summary["replica_sha256"])) != 1:
-        raise RuntimeError(
-            f"stage {stage.name}: the DDP replicas ended with different weights {summary['replica_sha256']}"
-        )
-    if runtime.is_main:
-        checkpoint.save_final(stage_dir, model, summary)
-        writer.close()
+    with _model_to_save(model, skeleton, runtime) as saving:
+        summary["replica_sha256"] = _weight_digests(model, saving, runtime)
+        if len(set(summary["replica_sha256"])) > 1:
+            raise RuntimeError(
+                f"stage {stage.name}: the DDP replicas ended with different weights {summary['replica_sha256']}"
+            )
+        if runtime.is_main:
+            writer.close()
+            # Before the stage is marked done, so that a done stage always has its curves.
+            curves.write_curves(stage_dir, stage_title(stage_dir))
+            checkpoint.save_final(stage_dir, saving, summary)
     _barrier(runtime)
     return summary
+
+
+def stage_title(stage_dir: Path) -> str:
+    return f"{stage_dir.parent.name}: {stage_dir.name}"
+
+
+def _model_to_save(model: VLM, skeleton: VLM | None, runtime: Runtime) -> contextlib.AbstractContextManager:
+    """The model as save_pretrained writes it: itself, or (FSDP, a collective) the shards gathered on rank 0."""
+    return checkpoint.gathered_model(model, skeleton) if runtime.sharded else contextlib.nullcontext(model)
+
+
+def _optimizer_state(model: VLM, optimizer: torch.optim.Optimizer, runtime: Runtime) -> dict:
+    """optimizer.state_dict(); FSDP (a collective): the same layout, its shards gathered on rank 0."""
+    return checkpoint.gathered_optimizer_state(model, optimizer) if runtime.sharded else optimizer.state_dict()
+
+
+def _mean_over_ranks(losses: dict[str, float], runtime: Runtime) -> dict[str, float]:
+    """Every rank ran the same tasks this step (MIX_STREAM): the mean of their losses is the loss of the step's
+    whole batch, as one process drawing all of it would log it (up to how the answer tokens fall to the ranks)."""
+    if runtime.world_size == 1:
+        return losses
+    values = torch.tensor(list(losses.values()), dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(values)
+    return dict(zip(losses, (values / runtime.world_size).tolist()))
+
+
+def _weight_digests(model: VLM, saving: VLM | None, runtime: Runtime) -> list[str]:
+    """SHA-256 of each DDP replica's weights, which must agree; FSDP: of the one model gathered on rank 0."""
+    if runtime.sharded:
+        return [weights_sha256(saving)] if runtime.is_main else []
+    return _replica_digests(model, runtime)
 
 
 def _replica_digests(model: VLM, runtime: Runtime) -> list[str]:

@@ -1,11 +1,12 @@
-"""vlmplay's vision-language model: CLIP vision tower, projector, SPHINX-V visual prompt encoder, LLM + LoRA."""
+"""vlmplay's vision-language model: CLIP vision tower, projector, SPHINX-V visual prompt encoder, LLM + LoRA.
+Importing it registers VLMAutoConfig and VLMAutoModel with transformers' AutoConfig and AutoModel."""
 
 from vlm import prompts
 from vlm.choice import Choice
 from vlm.collate import collate
-from vlm.config import PRESETS, TRAINING_STAGES, VLMConfig, resolve_attn_implementation
+from vlm.config import PRESETS, TRAINING_STAGES, VLMAutoConfig, VLMConfig, resolve_attn_implementation
 from vlm.frame_cache import FrameCache
-from vlm.model import VLM
+from vlm.model import VLM, VLMAutoModel
 from vlm.prompt_encoder import KIND_BOX, KIND_POINT, jitter_box, normalize_box, normalize_point
 from vlm.tokenizer import (
     IGNORE_INDEX,
@@ -29,6 +30,8 @@ __all__ = [
     "KIND_BOX",
     "KIND_POINT",
     "PROMPT_TOKEN_ID",
+    "VLMAutoConfig",
+    "VLMAutoModel",
     "VLMConfig",
     "build_tokenizer",
     "collate",

@@ -1,16 +1,18 @@
 """A checkpoint folder (VLM.save_pretrained) checked before it is loaded, so that a damaged one is one clear line:
 config.json parses and holds the three configs, model.safetensors is as long as its header says, the
-tokenizer files are there and parse."""
+tokenizer files are there and parse, and a folder in peft's adapter layout holds both adapter files whole."""
 
 from pathlib import Path
 
 from core.errors import UserError
 from core.integrity import check_safetensors, damaged, read_json
 from vlm.config import VLMConfig
-from vlm.model import CONFIG_FILE, WEIGHTS_FILE
+from vlm.model import ADAPTER_CONFIG_FILE, CONFIG_FILE, VLM, WEIGHTS_FILE
 
+MAX_REASON_CHARS = 200  # of a loader's message, which can list every tensor
 CONFIG_PARTS = ("vlm", "vision", "llm")  # what save_pretrained writes into config.json
 TOKENIZER_FILE = "tokenizer_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"  # peft's name, beside ADAPTER_CONFIG_FILE
 
 
 def checked_checkpoint_config(folder: Path, key: str = "checkpoint") -> VLMConfig:
@@ -24,6 +26,9 @@ def checked_checkpoint_config(folder: Path, key: str = "checkpoint") -> VLMConfi
     config = read_config(folder / CONFIG_FILE, key)
     check_safetensors(folder / WEIGHTS_FILE, key)
     check_tokenizer(folder, key)
+    if (folder / ADAPTER_CONFIG_FILE).is_file():
+        read_json(folder / ADAPTER_CONFIG_FILE, key)
+        check_safetensors(folder / ADAPTER_WEIGHTS_FILE, key)
     return config
 
 
@@ -33,12 +38,32 @@ def read_config(path: Path, key: str) -> VLMConfig:
         parts = [part for part in CONFIG_PARTS if not isinstance(meta.get(part), dict)]
         if parts:
             raise ValueError(f"no {', '.join(parts)} section")
-        return VLMConfig.from_dict(meta["vlm"])
+        config = VLMConfig.from_dict(meta["vlm"])
+        if config.games is not None and not is_games_record(config.games):
+            raise ValueError(f"vlm.games={config.games!r} is not {{game: [action words]}}")
+        return config
     except (ValueError, TypeError, AttributeError) as error:
         raise damaged(path, key, error) from None
+
+
+def is_games_record(games) -> bool:
+    return isinstance(games, dict) and all(
+        isinstance(words, list) and all(isinstance(word, str) for word in words) for words in games.values()
+    )
 
 
 def check_tokenizer(folder: Path, key: str) -> None:
     """Every tokenizer JSON file (tokenizer.json, tokenizer_config.json, ...) parses."""
     for path in sorted(folder.glob("tokenizer*.json")):
         read_json(path, key)
+
+
+def load_checked(folder: Path, key: str = "checkpoint") -> VLM:
+    """VLM.from_pretrained(folder) after the checks above; weights that do not fit the config (a renamed or
+    reshaped tensor) or a tokenizer that does not load are one UserError, not a traceback from the loader."""
+    checked_checkpoint_config(folder, key)
+    try:
+        return VLM.from_pretrained(str(folder))
+    except (RuntimeError, KeyError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split())[:MAX_REASON_CHARS]
+        raise UserError(f"{key}={folder} does not load ({reason}); restore the checkpoint folder") from None

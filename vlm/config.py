@@ -1,22 +1,29 @@
-"""Model configuration: one dataclass, two presets, the training-stage switches."""
+"""Model configuration: one dataclass, two presets, the training-stage switches, and config.json as
+transformers.AutoConfig reads it."""
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 
 import torch
+from transformers import AutoConfig, PretrainedConfig
 
+from core.errors import UserError
 from vlm.prompts import GAME_INSTRUCTIONS
 
 VISION_STEMS = ("patch", "conv")
+TOWER_CONFIG_FILE = "config.json"
+MODEL_TYPE = "vlmplay"  # config.json's top-level model_type: how transformers.AutoConfig finds VLMAutoConfig
 
 
 @dataclass
 class VLMConfig:
-    # Vision tower. With vision_path set, a local Hugging Face CLIP directory (CLIPModel or
-    # CLIPVisionModel) is loaded and the vision_* sizes and patch_size below are ignored.
+    # Vision tower. With vision_path set, a local Hugging Face CLIP or SigLIP directory (the dual encoder or
+    # its vision model, vision.VISION_FOLDER_TYPES) is loaded and the vision_* sizes and patch_size below are
+    # ignored: its config gives them.
     vision_path: str | None = None
-    image_size: int = 64  # square model input in pixels; the CLIP position grid is interpolated to it
+    image_size: int = 64  # square model input in pixels; the tower's position grid is interpolated to it
     patch_size: int = 8
     vision_hidden_size: int = 192
     vision_intermediate_size: int = 768
@@ -31,8 +38,8 @@ class VLMConfig:
     # "1x4" = 4 consecutive tokens of a row (MiniGPT-v2).
     merge: str = "2x2"
 
-    # LLM. With llm_path set, a local Hugging Face causal LM directory (with its tokenizer) is
-    # loaded and the llm_* sizes below are ignored; otherwise a LLaMA of these sizes is built
+    # LLM. With llm_path set, a local Hugging Face causal LM directory (with its tokenizer) of a type in
+    # llm.LLM_TYPES is loaded and the llm_* sizes below are ignored; otherwise a LLaMA of these sizes is built
     # from scratch with the project's own tokenizer.
     llm_path: str | None = None
     llm_hidden_size: int = 192
@@ -142,11 +149,44 @@ def resolve_attn_implementation(requested: str | None) -> str:
     return "flash_attention_2"
 
 
-def check_local_dir(path: str, what: str) -> None:
-    """Clear error for a tower path that is not a local Hugging Face directory (nothing is downloaded)."""
-    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(
-            f"{what} path {path!r} is not a local Hugging Face model directory (no config.json). "
+class MissingFolderError(UserError, FileNotFoundError):
+    """A tower or tokenizer folder that is not there: a UserError, and a FileNotFoundError as it always was."""
+
+
+def load_tower_config(path: str, what: str, supported_types: tuple[str, ...]) -> PretrainedConfig:
+    """The config of the local Hugging Face model folder `path` (nothing is downloaded), of one of supported_types."""
+    config_file = os.path.join(path, TOWER_CONFIG_FILE)
+    if not os.path.isfile(config_file):
+        raise MissingFolderError(
+            f"{what} path {path!r} is not a local Hugging Face model directory (no {TOWER_CONFIG_FILE}). "
             f"Models are never downloaded: save one there with save_pretrained() on a machine with "
             f"internet access, or point the config at an existing directory."
         )
+    try:
+        with open(config_file) as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise UserError(f"{what}: {config_file} is not a readable model config ({error})") from None
+    if model_type not in supported_types:
+        raise UserError(
+            f"{what} path {path!r} holds a model of type {model_type!r}; supported types: {', '.join(supported_types)}"
+        )
+    return AutoConfig.from_pretrained(path, local_files_only=True)
+
+
+class VLMAutoConfig(PretrainedConfig):
+    """A checkpoint's config.json for transformers.AutoConfig (registered when vlm is imported): the three sections
+    VLM.save_pretrained writes, `vlm` (a VLMConfig), `vision` and `llm` (the towers' configs), as dicts."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, vlm: dict | None = None, vision: dict | None = None, llm: dict | None = None, **kwargs):
+        self.vlm, self.vision, self.llm = vlm or {}, vision or {}, llm or {}
+        super().__init__(**kwargs)
+
+    @property
+    def vlm_config(self) -> VLMConfig:
+        return VLMConfig.from_dict(self.vlm)
+
+
+AutoConfig.register(MODEL_TYPE, VLMAutoConfig, exist_ok=True)

@@ -4,14 +4,19 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from vlm.config import VLMConfig, check_local_dir
+from vlm.config import VLMConfig, load_tower_config
+
+# Decoder-only LMs the VLM drives as it drives LLaMA: inputs_embeds, position ids, a 4D attention mask (choose()'s
+# prefix tree), logits_to_keep, and q_proj / v_proj projections for LoRA. SmolLM is "llama".
+LLM_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def build_llm(config: VLMConfig, tokenizer: PreTrainedTokenizerBase, attn_implementation: str) -> PreTrainedModel:
     if config.llm_path is not None:
-        check_local_dir(config.llm_path, "llm_path")
+        llm_config = load_tower_config(config.llm_path, "llm_path", LLM_TYPES)
         llm = AutoModelForCausalLM.from_pretrained(
             config.llm_path,
+            config=llm_config,
             local_files_only=True,
             dtype=config.torch_dtype,
             attn_implementation=attn_implementation,

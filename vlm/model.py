@@ -1,4 +1,4 @@
-"""The VLM: CLIP vision tower -> projector -> LLM tokens, SPHINX-V visual prompt tokens, LLM + LoRA.
+"""The VLM: CLIP or SigLIP vision tower -> projector -> LLM tokens, SPHINX-V visual prompt tokens, LLM + LoRA.
 
 Sequence layout (MiniGPT-v2 / SPHINX-V): bos, then the prompt with every <ImageHere> replaced by
 the image's projected tokens and <PromptHere> by the visual prompt slots, then the answer + eos.
@@ -10,14 +10,15 @@ import os
 from collections import OrderedDict
 
 import torch
+from peft import PeftModel
 from safetensors.torch import load_model, save_model
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vlm.choice import AnswerTree, Choice, ChoiceLayout, layout
 from vlm.collate import collate, pad_sequences
-from vlm.config import VLMConfig, resolve_attn_implementation
+from vlm.config import MODEL_TYPE, VLMAutoConfig, VLMConfig, resolve_attn_implementation
 from vlm.decoding import greedy_continue
 from vlm.llm import add_lora, build_llm, llm_from_config
 from vlm.projector import Projector
@@ -27,6 +28,9 @@ from vlm.vision import VisionEncoder, build_vision_tower, preprocess_images, vis
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # peft's layout: LoRA apart from the base weights (vlm.export lora=adapter)
+# Options transformers.AutoModel.from_pretrained passes on that a local VLM folder has no use for.
+AUTO_MODEL_PLUMBING = ("revision", "trust_remote_code", "adapter_kwargs", "local_files_only")
 LORA_PARAMETER_TAG = "lora_"  # peft names every adapter parameter lora_A / lora_B / ...
 CHOICE_LAYOUTS_KEPT = 8  # choose() layouts cached, least recently used dropped first
 
@@ -37,12 +41,14 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class VLM(nn.Module):
-    def __init__(self, config: VLMConfig, clip: nn.Module, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+    def __init__(
+        self, config: VLMConfig, vision_tower: PreTrainedModel, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+    ):
         """Assemble from built towers; use from_config or from_pretrained instead."""
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.vision = VisionEncoder(clip)
+        self.vision = VisionEncoder(vision_tower)
         llm_dim = llm.config.hidden_size
         self.projector = Projector(self.vision.hidden_size, llm_dim, config.merge)
         self.prompt_encoder = VisualPromptEncoder(
@@ -66,18 +72,19 @@ class VLM(nn.Module):
         attn_implementation = resolve_attn_implementation(config.attn_implementation)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            clip = build_vision_tower(config, attn_implementation)
+            vision_tower = build_vision_tower(config, attn_implementation)
             if tokenizer is None and config.llm_path is None:
                 tokenizer = build_tokenizer(vocab_size=config.tokenizer_vocab_size)
             elif tokenizer is None:
                 tokenizer = load_tokenizer(config.llm_path)
             llm = build_llm(config, tokenizer, attn_implementation)
-            return cls(config, clip, llm, tokenizer)
+            return cls(config, vision_tower, llm, tokenizer)
 
     def save_pretrained(self, path: str) -> None:
-        """config.json (this config + both tower configs), model.safetensors, tokenizer files."""
+        """config.json (model_type, this config + both tower configs), model.safetensors, tokenizer files."""
         os.makedirs(path, exist_ok=True)
         meta = {
+            "model_type": MODEL_TYPE,
             "vlm": self.config.to_dict(),
             "vision": self.vision.clip.config.to_dict(),
             "llm": self.llm.config.to_dict(),
@@ -89,7 +96,9 @@ class VLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, attn_implementation: str | None = None) -> "VLM":
-        """Load a directory written by save_pretrained (the tower directories are not needed), in eval mode."""
+        """Load a directory written by save_pretrained (the tower directories are not needed), in eval mode.
+        A folder in peft's adapter layout (vlm.export lora=adapter) holds the base weights in model.safetensors
+        and the LoRA weights in adapter_model.safetensors; peft loads those onto the LLM."""
         missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not os.path.isfile(os.path.join(path, name))]
         if missing:
             raise FileNotFoundError(
@@ -100,10 +109,18 @@ class VLM(nn.Module):
             meta = json.load(f)
         config = VLMConfig.from_dict(meta["vlm"])
         attn_implementation = resolve_attn_implementation(attn_implementation or config.attn_implementation)
-        clip = vision_tower_from_config(meta["vision"], config.torch_dtype, attn_implementation, config.vision_stem)
+        vision_tower = vision_tower_from_config(
+            meta["vision"], config.torch_dtype, attn_implementation, config.vision_stem
+        )
         llm = llm_from_config(meta["llm"], config.torch_dtype, attn_implementation)
-        model = cls(config, clip, llm, load_tokenizer(path))
+        adapter = os.path.isfile(os.path.join(path, ADAPTER_CONFIG_FILE))
+        model = cls(
+            dataclasses.replace(config, lora_r=0) if adapter else config, vision_tower, llm, load_tokenizer(path)
+        )
         load_model(model, os.path.join(path, WEIGHTS_FILE))
+        if adapter:
+            model.llm = PeftModel.from_pretrained(model.llm, path)
+            model.config = config
         return model.eval()
 
     def merge_lora(self) -> None:
@@ -166,7 +183,7 @@ class VLM(nn.Module):
 
     def preprocess(self, frames) -> torch.Tensor:
         """uint8 frames [..., H, W, 3] -> model input [..., 3, S, S] on the model's device."""
-        return preprocess_images(frames, self.config.image_size).to(self.device)
+        return preprocess_images(frames, self.config.image_size, self.vision.mean, self.vision.std).to(self.device)
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, S, S] -> projected image tokens [N, T, D]; cacheable per frame."""
@@ -330,3 +347,41 @@ def _fill(embeds: torch.Tensor, slots: torch.Tensor, values: torch.Tensor, what:
             f"the prompts hold {expected} {what} placeholders but {values.shape[0]} {what} tokens were given"
         )
     return embeds.masked_scatter(slots[..., None], values.to(embeds.dtype))
+
+
+class VLMAutoModel(PreTrainedModel):
+    """What transformers.AutoModel.from_pretrained(folder) gives once vlm is imported: the folder's VLM as
+    VLM.from_pretrained loads it (`.vlm`, in eval mode), its config.json as a VLMAutoConfig (`.config`).
+    AutoModel.from_config is not supported: a VLM's tokenizer lives in its folder, not in its config."""
+
+    config_class = VLMAutoConfig
+    base_model_prefix = "vlm"
+
+    def __init__(self, config: VLMAutoConfig, vlm: VLM):
+        super().__init__(config)
+        self.vlm = vlm
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, *, config: VLMAutoConfig | None = None, attn_implementation: str | None = None, **options
+    ) -> "VLMAutoModel":
+        unsupported = sorted(key for key, value in options.items() if key not in AUTO_MODEL_PLUMBING and value)
+        if unsupported:
+            raise TypeError(
+                f"a VLM folder loads with attn_implementation only, not {', '.join(unsupported)}: "
+                "move or cast the model afterwards (model.to(...))"
+            )
+        config = config or VLMAutoConfig.from_pretrained(path)
+        # AutoModel hands attn_implementation to AutoConfig, which keeps it in the config.
+        attn_implementation = attn_implementation or config._attn_implementation_internal
+        return cls(config, VLM.from_pretrained(str(path), attn_implementation)).eval()
+
+    def save_pretrained(self, path: str) -> None:
+        """The VLM's own layout (VLM.save_pretrained), which both VLM.from_pretrained and AutoModel read."""
+        self.vlm.save_pretrained(str(path))
+
+    def forward(self, **batch) -> CausalLMOutputWithPast:
+        return self.vlm(**batch)
+
+
+AutoModel.register(VLMAutoConfig, VLMAutoModel, exist_ok=True)

@@ -13,8 +13,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from vlm import prompts
+from vlm.config import MissingFolderError
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # what tokenizer.save_pretrained always writes
 IMAGE_TOKEN_ID = -200  # placeholder ids inside input_ids, replaced by embeddings in the model
 PROMPT_TOKEN_ID = -300
 IGNORE_INDEX = -100  # label of tokens without loss
@@ -69,8 +71,13 @@ def build_tokenizer(extra_texts=(), vocab_size: int = 1024) -> PreTrainedTokeniz
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """A tokenizer saved in a local directory; a missing pad token becomes unk (or eos)."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise MissingFolderError(
             f"no tokenizer directory at {path!r}; it must be a local directory (nothing is downloaded)"
+        )
+    if not os.path.isfile(os.path.join(path, TOKENIZER_CONFIG_FILE)):
+        raise MissingFolderError(
+            f"no tokenizer in {path!r} (no {TOKENIZER_CONFIG_FILE}): an LLM folder needs its tokenizer, "
+            "saved there with tokenizer.save_pretrained()"
         )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.eos_token_id is None:

@@ -1,22 +1,47 @@
-"""Vision tower: a transformers CLIPVisionModel, CLS dropped, position grid interpolated to any input size."""
+"""Vision tower: a transformers CLIP or SigLIP vision model (CLIP's CLS token dropped), position grid interpolated to
+any input size."""
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel, PreTrainedModel, SiglipVisionModel
 
-from vlm.config import VLMConfig, check_local_dir
+from vlm.config import VLMConfig, load_tower_config
 
 # OpenAI CLIP's normalisation (what CLIPImageProcessor uses).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# SigLIP's (what SiglipImageProcessor uses): [0, 1] -> [-1, 1].
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
 UINT8_MAX = 255.0
 
 
-def preprocess_images(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class VisionTowerType:
+    model_class: type[PreTrainedModel]
+    class_tokens: int  # tokens before the patch tokens in last_hidden_state
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# Keyed by the vision config's model_type.
+VISION_TOWERS = {
+    "clip_vision_model": VisionTowerType(CLIPVisionModel, class_tokens=1, mean=CLIP_MEAN, std=CLIP_STD),
+    "siglip_vision_model": VisionTowerType(SiglipVisionModel, class_tokens=0, mean=SIGLIP_MEAN, std=SIGLIP_STD),
+}
+# What a vision_path folder may hold: a vision model, or a dual encoder (CLIPModel, SiglipModel) whose vision half
+# is loaded.
+VISION_FOLDER_TYPES = ("clip", "clip_vision_model", "siglip", "siglip_vision_model")
+
+
+def preprocess_images(
+    frames: np.ndarray | torch.Tensor, size: int, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD
+) -> torch.Tensor:
     """uint8 frames [..., H, W, 3] -> normalised float32 [..., 3, size, size] (bilinear, antialiased)."""
     frames = torch.as_tensor(frames)
     if frames.dtype != torch.uint8 or frames.shape[-1] != 3:
@@ -25,8 +50,8 @@ def preprocess_images(frames: np.ndarray | torch.Tensor, size: int) -> torch.Ten
     x = frames.reshape(-1, height, width, 3).permute(0, 3, 1, 2).float() / UINT8_MAX  # [N, 3, H, W]
     if (height, width) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     return ((x - mean) / std).reshape(*lead, 3, size, size)
 
 
@@ -53,16 +78,20 @@ class ConvStem(nn.Conv2d):
         return super().forward(self.downsample(pixel_values))
 
 
-def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisionModel:
+def build_vision_tower(config: VLMConfig, attn_implementation: str) -> PreTrainedModel:
     if config.vision_path is not None:
         if config.vision_stem != "patch":
             raise ValueError(
                 f"vision_stem={config.vision_stem!r} would replace the pretrained tower's patch embedding; "
                 "use 'patch' with vision_path"
             )
-        check_local_dir(config.vision_path, "vision_path")
-        return CLIPVisionModel.from_pretrained(
+        folder_config = load_tower_config(config.vision_path, "vision_path", VISION_FOLDER_TYPES)
+        vision_config = getattr(folder_config, "vision_config", folder_config)  # a dual encoder's vision half
+        if vision_config.model_type == "siglip_vision_model":
+            vision_config.vision_use_head = False  # the pooling head: the VLM reads patch tokens only
+        return AutoModel.from_pretrained(
             config.vision_path,
+            config=vision_config,
             local_files_only=True,
             dtype=config.torch_dtype,
             attn_implementation=attn_implementation,
@@ -82,26 +111,30 @@ def build_vision_tower(config: VLMConfig, attn_implementation: str) -> CLIPVisio
 
 def vision_tower_from_config(
     vision_config: dict, dtype: torch.dtype, attn_implementation: str, stem: str
-) -> CLIPVisionModel:
+) -> PreTrainedModel:
     """A randomly initialised tower from a saved config dict (weights are loaded afterwards)."""
-    hf_config = CLIPVisionConfig.from_dict(vision_config)
+    model_class = VISION_TOWERS[vision_config["model_type"]].model_class
+    hf_config = model_class.config_class.from_dict(vision_config)
     hf_config._attn_implementation = attn_implementation
-    clip = CLIPVisionModel(hf_config)
+    tower = model_class(hf_config)
     if stem == "conv":
-        clip.embeddings.patch_embedding = ConvStem(hf_config.hidden_size, hf_config.patch_size)
-    return clip.to(dtype)
+        tower.embeddings.patch_embedding = ConvStem(hf_config.hidden_size, hf_config.patch_size)
+    return tower.to(dtype)
 
 
 class VisionEncoder(nn.Module):
-    def __init__(self, clip: CLIPVisionModel):
+    def __init__(self, tower: PreTrainedModel):
         super().__init__()
-        self.clip = clip
-        self.patch_size = clip.config.patch_size
-        self.hidden_size = clip.config.hidden_size
+        self.clip = tower  # named clip whatever the type: the checkpoints' weight names start with vision.clip.
+        tower_type = VISION_TOWERS[tower.config.model_type]
+        self.class_tokens = tower_type.class_tokens
+        self.mean, self.std = tower_type.mean, tower_type.std
+        self.patch_size = tower.config.patch_size
+        self.hidden_size = tower.config.hidden_size
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] -> patch features on their grid [N, H/patch, W/patch, Dv]."""
         n, _, height, width = pixel_values.shape
         out = self.clip(pixel_values=pixel_values.to(self.clip.dtype), interpolate_pos_encoding=True)
-        patches = out.last_hidden_state[:, 1:]  # drop CLS, [N, gh*gw, Dv]
+        patches = out.last_hidden_state[:, self.class_tokens :]  # [N, gh*gw, Dv]
         return patches.reshape(n, height // self.patch_size, width // self.patch_size, self.hidden_size)

@@ -8,6 +8,6 @@ A task owns its data (which sources it reads), its batches, its loss and its val
 train/README.md for how to add one. This package imports no gymnasium.
 """
 
-from train.tasks.base import TASKS, NoData, StageTask, Task, TaskMixer, build_tasks, register_task
+from train.tasks.base import TASKS, NoData, StageTask, Task, TaskMixer, Validation, build_tasks, register_task
 
-__all__ = ["TASKS", "NoData", "StageTask", "Task", "TaskMixer", "build_tasks", "register_task"]
+__all__ = ["TASKS", "NoData", "StageTask", "Task", "TaskMixer", "Validation", "build_tasks", "register_task"]

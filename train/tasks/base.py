@@ -2,7 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -47,11 +47,18 @@ class Task(ABC):
     def loss(self, model: VLM, batch: dict) -> torch.Tensor:
         """The scalar training loss of one of this task's batches."""
 
-    def validate(self, load_model: Callable[[], VLM], stage_dir: Path) -> str | None:
+    def validate(self, load_model: Callable[[], VLM], stage_dir: Path) -> "Validation | None":
         """Validate the stage's final model (`load_model()` loads it) on the `val_seeds` given to `build`,
-        writing its report into `stage_dir`; -> the report as printable text, None when there is nothing to
-        validate."""
+        writing its report into `stage_dir`; -> the report, None when there is nothing to validate."""
         return None
+
+
+@dataclass
+class Validation:
+    """A validated model's report: `text` is printed, `metrics` go to the stage's TensorBoard log and curves."""
+
+    text: str
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -26,7 +26,8 @@ from collect.sources import ImageSources, open_collected  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
 from envs.games import GAMES  # noqa: E402
-from train.tasks.base import NoData, Task, register_task  # noqa: E402
+from train.curves import VALIDATION_METRICS  # noqa: E402
+from train.tasks.base import NoData, Task, Validation, register_task  # noqa: E402
 from vlm import VLM, prompts  # noqa: E402
 
 VALIDATION_FILE = "validation.json"
@@ -85,14 +86,14 @@ class GameTask(Task):
     def loss(self, model: VLM, batch: dict) -> torch.Tensor:
         return model(**batch).loss
 
-    def validate(self, load_model: Callable[[], VLM], stage_dir: Path) -> str | None:
+    def validate(self, load_model: Callable[[], VLM], stage_dir: Path) -> Validation | None:
         if self.validation is None:
             return None
         report = read_report(stage_dir)
         if report is None or report["seeds"] != self.validation.seeds:
             report = validate(load_model(), self.validation)
             write_report(report, stage_dir)
-        return confusion_table(report)
+        return Validation(confusion_table(report), {metric: float(report[metric]) for metric in VALIDATION_METRICS})
 
 
 def held_out_dataset(sources: ImageSources, kinds, game: str | None, val_seeds: list[int]) -> CollectedDataset:

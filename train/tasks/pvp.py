@@ -38,6 +38,8 @@ class PVPTask(Task):
     @classmethod
     def build(cls, options: dict, sources: ImageSources, game: str | None, val_seeds: list[int] | None) -> "PVPTask":
         batch_size, queries_per_image = int(options["batch_size"]), int(options["queries_per_image"])
+        if queries_per_image < 1:
+            raise UserError(f"pvp queries_per_image={queries_per_image}: give a whole number >= 1")
         if batch_size % queries_per_image:
             raise UserError(f"pvp batch_size {batch_size} is not a multiple of queries_per_image {queries_per_image}")
         return cls(sources, queries_per_image)
