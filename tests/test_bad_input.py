@@ -100,10 +100,13 @@ TABLE = [
     ("train", ["data=[{images}]", "model=tiny", "+model.config.vision_stem=round"], "vision_stem='round'"),
     ("train", ["data=[{images}]", "model=tiny", "+model.config.colour=1"], "unknown VLMConfig fields ['colour']"),
     ("train", ["data=[{images}]", "stages=[pvp_stage9]"], "['pvp_stage9'] not in the recipe"),
+    ("train", ["data=[{images}]", "model=tiny", "+model.config.llm_layers=0"], "these settings do not build a model"),
     ("train.bc", ["game=spaceinvaders", "data=[{images}]", "steps=-3"], "steps=-3 is out of range"),
     ("train.bc", ["game=spaceinvaders", "data=[{images}]", "lr=-1"], "lr=-1 is out of range"),
     ("train.bc", ["game=spaceinvaders", "data=[{images}]", "seed=99999999999"], "seed=99999999999 is out of range"),
     ("train.dagger", ["game=carracing", "init=" + str(SHIPPED_CR), "data=[{images}]"], "is not a collected dataset"),
+    ("train.dagger", ["game=carracing", "init=" + str(SHIPPED_CR), "data=[{damaged_dataset}]"], "holds spaceinvaders"),
+    ("train.dagger", ["game=spaceinvaders", "init={si_checkpoint}", "data=[{damaged_dataset}]"], "no dataset in data="),
     ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), IMAGES, "n=0"], "n=0 is out of range"),
     ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), IMAGES, "batch=x"], "batch='x' is not a whole number"),
     ("eval.reconstruct", ["checkpoint=" + str(SHIPPED_CR), IMAGES, "seeds=[x]"], "seeds=['x']: give a list"),
@@ -247,6 +250,7 @@ def damaged(tmp_path_factory) -> dict[str, Path]:
     paths["incomplete_config"] = copy_checkpoint(root, "incomplete_config")
     (paths["incomplete_config"] / "config.json").write_text('{"vlm": {}, "vision": {}}')
 
+    paths["si_checkpoint"] = REPO_ROOT / "checkpoints" / "game_spaceinvaders"
     paths["truncated_tokenizer"] = copy_checkpoint(root, "truncated_tokenizer")
     truncate(paths["truncated_tokenizer"] / "tokenizer.json")
     paths["renamed_tensor"] = copy_checkpoint(root, "renamed_tensor")  # whole, but its names are not the model's

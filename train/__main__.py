@@ -32,6 +32,7 @@ from vlm.checkpoint import checked_checkpoint_config, load_checked
 from vlm.model import CONFIG_FILE
 
 NEW_MODEL = "none"  # init=none: the first stage starts from a new model of the `model` preset
+MAX_REASON_CHARS = 200  # of a builder's message quoted in an error line
 
 
 def known_trainable(key: str, trainable) -> None:
@@ -139,9 +140,15 @@ def game_texts() -> list[str]:
 
 
 def new_model(model_cfg: DictConfig) -> VLM:
+    """A new model of the preset with the `model.config` overrides; settings that do not make a model (e.g.
+    no LLM layer for LoRA to adapt) are one UserError, raised before anything is written."""
     config = VLMConfig.preset(model_cfg.preset, **OmegaConf.to_container(model_cfg.config))
     tokenizer = None if config.llm_path else build_tokenizer(game_texts(), vocab_size=config.tokenizer_vocab_size)
-    return VLM.from_config(config, tokenizer=tokenizer)
+    try:
+        return VLM.from_config(config, tokenizer=tokenizer)
+    except (ValueError, RuntimeError) as error:  # peft's refusals are ValueErrors
+        reason = " ".join(str(error).split())[:MAX_REASON_CHARS]
+        raise UserError(f"model.config: these settings do not build a model ({reason})") from None
 
 
 def stage_configs(cfg: DictConfig) -> list[StageConfig]:

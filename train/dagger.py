@@ -27,13 +27,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from agents.workers import BACKENDS, check_backend  # noqa: E402
-from collect.dataset import is_collected_dataset  # noqa: E402
+from collect.dataset import VLMPLAY_KEY, episode_infos, is_collected_dataset, read_dataset_metadata  # noqa: E402
 from core.cli import command  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
 from core.runs import final_dir  # noqa: E402
 from core.schema import option, positive, writable_folder  # noqa: E402
-from core.seeds import SEED_MAX, check_seed_list  # noqa: E402
+from core.seeds import SEED_MAX, check_seed_list, parse_seeds  # noqa: E402
 from envs.games import check_game, get_game  # noqa: E402
 from vlm.checkpoint import checked_checkpoint_config  # noqa: E402
 
@@ -112,6 +112,20 @@ def collected_datasets(key: str, folders: list[str]) -> None:
             raise UserError(f"{key}={folder} is not a collected dataset: run `python -m collect out={folder}` first")
 
 
+def check_expert_data(folders: list[str], game: str, val_seeds: list[int] | None) -> None:
+    """Before the first round plays: every dataset is of `game`, and one of them holds the held-out seeds."""
+    held_by = []  # the datasets holding every held-out seed
+    for folder in folders:
+        metadata = read_dataset_metadata(Path(folder))
+        if metadata[VLMPLAY_KEY]["game"] != game:
+            raise UserError(f"data: {folder} holds {metadata[VLMPLAY_KEY]['game']} episodes, not {game}")
+        held_by += [folder] if set(val_seeds or []) <= {e.seed for e in episode_infos(metadata)} else []
+    if val_seeds and not held_by:
+        raise UserError(
+            f"val_seeds={val_seeds}: no dataset in data= holds these episodes; give others or val_seeds=null"
+        )
+
+
 @dataclass
 class DaggerConfig:
     game: str | None = option(check=check_game)
@@ -143,6 +157,7 @@ def main(cfg: DictConfig) -> None:
         raise UserError("give game=<carracing|spaceinvaders>, init=<a game checkpoint> and data=[<its expert dataset>]")
     spec, init = get_game(cfg.game), Path(cfg.init).expanduser()
     expert_data = [str(Path(d).expanduser()) for d in cfg.data]
+    check_expert_data(expert_data, spec.name, parse_seeds(cfg.val_seeds, "val_seeds"))
     run_dir = Path(cfg.run_dir).expanduser() / cfg.run
     shared = [f"game={spec.name}", f"seed={cfg.seed}"]
     labeller = [f"expert={cfg.expert}"] if cfg.expert else []
