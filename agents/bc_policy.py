@@ -19,7 +19,7 @@ from torch import nn
 
 from agents.base import FrameStackPolicy, Observation
 from agents.registry import register_policy
-from core.errors import UserError
+from core.errors import UserError, quoted
 from core.files import write_atomically
 from core.integrity import check_safetensors, damaged, read_json
 from core.runs import model_name
@@ -142,7 +142,7 @@ def load_bc(folder: Path) -> tuple[NatureCNN, BCConfig]:
     try:
         load_model(model, str(folder / WEIGHTS_FILE))
     except RuntimeError as error:  # tensors missing, unexpected or of another shape
-        raise damaged(folder / WEIGHTS_FILE, "checkpoint", " ".join(str(error).split())[:200]) from None
+        raise damaged(folder / WEIGHTS_FILE, "checkpoint", quoted(error)) from None
     return model.eval(), config
 
 

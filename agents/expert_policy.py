@@ -14,7 +14,7 @@ from rl_zoo3 import ALGOS
 
 from agents.base import Observation, Policy
 from agents.registry import register_policy
-from core.errors import UserError
+from core.errors import UserError, quoted
 from envs.games import GameSpec
 from envs.pipeline import make_play_env, normalization_stats
 from envs.zoo import ARGS_FILE, CONFIG_FILE, agent_zip, is_atari, params_dir, read_zoo_yaml, saved_hyperparams
@@ -22,7 +22,6 @@ from envs.zoo import ARGS_FILE, CONFIG_FILE, agent_zip, is_atari, params_dir, re
 HUB_PREFIX = "hub:"
 HUB_CACHE = Path("~/.cache/vlmplay/hub_agents").expanduser()
 HUB_CONNECT_TIMEOUT_S = 3
-MAX_REASON_CHARS = 200  # of a loader's message quoted in an error line
 OFF_POLICY_ALGOS = {"dqn", "qrdqn", "ddpg", "sac", "td3", "tqc", "crossq"}
 PIPELINE_KEYS = ("env_wrapper", "frame_stack", "normalize", "normalize_kwargs", "vec_env_wrapper")
 # As enjoy.py: schedules saved by older Pythons do not unpickle, and evaluation needs none of them.
@@ -156,9 +155,8 @@ class ExpertPolicy(Policy):
             finally:
                 venv.close()
         except (AttributeError, ImportError, ValueError, KeyError, TypeError) as error:
-            reason = " ".join(str(error).split())[:MAX_REASON_CHARS]
             raise UserError(
-                f"{self.stats_dir / CONFIG_FILE}: its env pipeline does not fit the agent ({reason}); "
+                f"{self.stats_dir / CONFIG_FILE}: its env pipeline does not fit the agent ({quoted(error)}); "
                 "restore it from the training run"
             ) from None
 

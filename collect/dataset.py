@@ -106,6 +106,16 @@ def is_collected_dataset(path: Path) -> bool:
     return (path / DATA_DIR / METADATA_FILE).is_file()
 
 
+def check_collected(key: str, folders) -> None:
+    """The schema check (core.schema) of an option naming one collected dataset folder, or a list of them."""
+    for folder in [folders] if isinstance(folders, str) else folders:
+        if not is_collected_dataset(Path(str(folder)).expanduser()):
+            raise UserError(
+                f"{key}={folder} is not a collected dataset (no {DATA_DIR}/{METADATA_FILE}): "
+                f"collect one with `python -m collect ... out={folder}` first"
+            )
+
+
 def episode_path(root: Path, episode_id: int) -> Path:
     return root / DATA_DIR / str(episode_id)
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from collect.dataset import VLMPLAY_KEY, CollectedDataset, EpisodeArrays, is_collected_dataset, read_dataset_metadata
+from collect.dataset import VLMPLAY_KEY, CollectedDataset, EpisodeArrays, check_collected, read_dataset_metadata
 from collect.sources import LEROBOT_EPISODES_DIR, LEROBOT_INFO, is_lerobot_dataset
 from core.cli import command
 from core.errors import UserError
@@ -53,16 +53,9 @@ IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # Huggi
 SCALAR = [1]  # LeRobot's shape of a per-frame scalar
 
 
-def collected_folder(key: str, value) -> None:
-    if not is_collected_dataset(Path(str(value)).expanduser()):
-        raise UserError(
-            f"{key}={value} is not a collected dataset (no data/metadata.json): give a `python -m collect` out="
-        )
-
-
 @dataclass
 class ExportConfig:
-    src: str = option(check=collected_folder)
+    src: str = option(check=check_collected)
     format: str = option(choices=FORMATS)
     video: bool = option()
     data_files_size_in_mb: int = option(minimum=1)

@@ -11,8 +11,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from core import REPO_ROOT
-from core.errors import UserError, exit_on_user_error
-from core.schema import check_known, validate
+from core.errors import UserError, exit_on_user_error, one_line
+from core.schema import check_known, unknown_option, validate
 
 CONFIGS_DIR = REPO_ROOT / "configs"
 HYDRA_VERSION_BASE = "1.3"
@@ -87,9 +87,5 @@ def check_overrides(config_name: str, args: list[str]) -> None:
     except (HydraException, ValueError) as error:
         if isinstance(error.__cause__, ConfigAttributeError | ConfigKeyError):
             key = str(error).split("'")[1]  # "Could not override 'KEY'."
-            raise UserError(
-                f"{key} is not an option of {config_name}: see configs/{config_name}.yaml for the options"
-            ) from None
-        raise UserError(
-            f"the overrides do not fit configs/{config_name}.yaml: {' '.join(str(error).split())}"
-        ) from None
+            raise unknown_option(key, config_name) from None
+        raise UserError(f"the overrides do not fit configs/{config_name}.yaml: {one_line(str(error))}") from None

@@ -47,9 +47,11 @@ def check_known(cfg: DictConfig, schema: type, config_name: str) -> None:
     refused rather than silently ignored."""
     unknown = sorted(set(cfg.keys()) - {field.name for field in dataclasses.fields(schema)})
     if unknown:
-        raise UserError(
-            f"{unknown[0]} is not an option of {config_name}: see configs/{config_name}.yaml for the options"
-        )
+        raise unknown_option(unknown[0], config_name)
+
+
+def unknown_option(key: str, config_name: str) -> UserError:
+    return UserError(f"{key} is not an option of {config_name}: see configs/{config_name}.yaml for the options")
 
 
 def validate(cfg: DictConfig, schema: type, prefix: str = "") -> None:

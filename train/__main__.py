@@ -20,7 +20,7 @@ from agents.vlm_policy import SHIPPED_DIR
 from collect.sources import ImageSources
 from core import files
 from core.cli import command
-from core.errors import UserError
+from core.errors import UserError, quoted
 from core.schema import existing_paths, option, positive, writable_folder
 from core.seeds import SEED_MAX, check_seed_list, parse_seeds
 from envs.games import GAMES, check_game, get_game
@@ -28,11 +28,9 @@ from train import checkpoint, curves
 from train.loop import PRECISIONS, STRATEGIES, StageConfig, stage_title, start_distributed, train_stage
 from train.tasks import build_tasks
 from vlm import PRESETS, TRAINING_STAGES, VLM, VLMConfig, build_tokenizer, card, prompts
-from vlm.checkpoint import checked_checkpoint_config, load_checked
-from vlm.model import CONFIG_FILE
+from vlm.checkpoint import checked_checkpoint_config, checkpoint_out, load_checked
 
 NEW_MODEL = "none"  # init=none: the first stage starts from a new model of the `model` preset
-MAX_REASON_CHARS = 200  # of a builder's message quoted in an error line
 
 
 def known_trainable(key: str, trainable) -> None:
@@ -64,10 +62,8 @@ def init_checkpoint(key: str, init: str) -> None:
 def model_out(key: str, out: str) -> None:
     """Where the last stage's model is copied: a new folder, or a VLM checkpoint (which it replaces) that is not
     one of the shipped ones."""
-    writable_folder(key, out)
+    checkpoint_out(key, out)
     path = Path(out).expanduser()
-    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
-        raise UserError(f"{key}={out} holds files that are not a VLM checkpoint: choose a new folder for {key}=")
     if path.resolve().is_relative_to(SHIPPED_DIR.resolve()) and path.exists():
         raise UserError(
             f"{key}={out} is a shipped checkpoint: write to a new folder, and copy it over the shipped one by hand "
@@ -147,8 +143,7 @@ def new_model(model_cfg: DictConfig) -> VLM:
     try:
         return VLM.from_config(config, tokenizer=tokenizer)
     except (ValueError, RuntimeError) as error:  # peft's refusals are ValueErrors
-        reason = " ".join(str(error).split())[:MAX_REASON_CHARS]
-        raise UserError(f"model.config: these settings do not build a model ({reason})") from None
+        raise UserError(f"model.config: these settings do not build a model ({quoted(error)})") from None
 
 
 def stage_configs(cfg: DictConfig) -> list[StageConfig]:
@@ -197,8 +192,11 @@ def main(cfg: DictConfig) -> None:
     sources = ImageSources([str(s) for s in cfg.data], parse_seeds(cfg.seeds), held_out=val_seeds)
     # Every stage's tasks and the validation are built now, so that an option of a later stage that cannot
     # work stops the command before the first stage trains.
-    stage_tasks = {stage.name: build_tasks(stage.tasks, sources, game) for stage in stages}
-    validators = build_tasks(stages[-1].tasks, sources, game, val_seeds)[0] if val_seeds else {}
+    stage_tasks = {
+        stage.name: build_tasks(stage.tasks, sources, game, val_seeds if stage is stages[-1] else None)
+        for stage in stages
+    }
+    validators = stage_tasks[stages[-1].name][0]  # a task validates only where it was given val_seeds
     run_dir = Path(cfg.run_dir).expanduser() / cfg.run
     init = None if cfg.init in (None, NEW_MODEL) else Path(cfg.init).expanduser()
     previous = None if init is None else str(init)

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from agents.workers import BACKENDS, check_backend  # noqa: E402
-from collect.dataset import VLMPLAY_KEY, episode_infos, is_collected_dataset, read_dataset_metadata  # noqa: E402
+from collect.dataset import VLMPLAY_KEY, check_collected, episode_infos, read_dataset_metadata  # noqa: E402
 from core.cli import command  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
@@ -106,12 +106,6 @@ def vlm_checkpoint(key: str, folder: str) -> None:
     checked_checkpoint_config(Path(folder).expanduser(), key)
 
 
-def collected_datasets(key: str, folders: list[str]) -> None:
-    for folder in folders:
-        if not is_collected_dataset(Path(folder).expanduser()):
-            raise UserError(f"{key}={folder} is not a collected dataset: run `python -m collect out={folder}` first")
-
-
 def check_expert_data(folders: list[str], game: str, val_seeds: list[int] | None) -> None:
     """Before the first round plays: every dataset is of `game`, and one of them holds the held-out seeds."""
     held_by = []  # the datasets holding every held-out seed
@@ -130,7 +124,7 @@ def check_expert_data(folders: list[str], game: str, val_seeds: list[int] | None
 class DaggerConfig:
     game: str | None = option(check=check_game)
     init: str | None = option(check=vlm_checkpoint)
-    data: list[str] = option(check=collected_datasets)
+    data: list[str] = option(check=check_collected)
     rounds: int = option(minimum=1)
     episodes: int = option(minimum=1)
     beta: float = option(minimum=0.0, maximum=1.0)

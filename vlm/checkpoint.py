@@ -4,20 +4,20 @@ tokenizer files are there and parse, and a folder in peft's adapter layout holds
 
 from pathlib import Path
 
-from core.errors import UserError
+from core.errors import UserError, quoted
 from core.integrity import check_safetensors, damaged, read_json
+from core.schema import writable_folder
 from vlm.config import VLMConfig
 from vlm.model import ADAPTER_CONFIG_FILE, CONFIG_FILE, VLM, WEIGHTS_FILE
+from vlm.tokenizer import TOKENIZER_CONFIG_FILE
 
-MAX_REASON_CHARS = 200  # of a loader's message, which can list every tensor
 CONFIG_PARTS = ("vlm", "vision", "llm")  # what save_pretrained writes into config.json
-TOKENIZER_FILE = "tokenizer_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"  # peft's name, beside ADAPTER_CONFIG_FILE
 
 
 def checked_checkpoint_config(folder: Path, key: str = "checkpoint") -> VLMConfig:
     """The VLMConfig of the checkpoint `folder`, after checking that the folder is whole; else a UserError."""
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if not (folder / name).is_file()]
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_CONFIG_FILE) if not (folder / name).is_file()]
     if missing:
         raise UserError(
             f"{key}={folder} is not a VLM checkpoint (no {', '.join(missing)}): "
@@ -65,5 +65,13 @@ def load_checked(folder: Path, key: str = "checkpoint") -> VLM:
     try:
         return VLM.from_pretrained(str(folder))
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
-        reason = " ".join(str(error).split())[:MAX_REASON_CHARS]
-        raise UserError(f"{key}={folder} does not load ({reason}); restore the checkpoint folder") from None
+        raise UserError(f"{key}={folder} does not load ({quoted(error)}); restore the checkpoint folder") from None
+
+
+def checkpoint_out(key: str, out: str) -> None:
+    """The schema check of a folder a VLM checkpoint is written to: a new folder, or a VLM checkpoint (which is
+    replaced), never a folder of other files."""
+    writable_folder(key, out)
+    path = Path(out).expanduser()
+    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
+        raise UserError(f"{key}={out} holds files that are not a VLM checkpoint: choose a new folder for {key}=")

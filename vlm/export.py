@@ -19,9 +19,10 @@ from omegaconf import DictConfig
 from core.cli import command
 from core.errors import UserError
 from core.files import write_atomically
-from core.schema import option, writable_folder
+from core.schema import option
 from vlm.card import CARD_FILE, CONFUSION_PNG, TRAINING_FILE, VALIDATION_FILE, stage_path, vlm_checkpoint, write_card
-from vlm.model import CONFIG_FILE, VLM
+from vlm.checkpoint import checkpoint_out
+from vlm.model import VLM
 
 LORA_LAYOUTS = ("adapter", "merged")
 
@@ -53,18 +54,10 @@ def export(checkpoint: Path, out: Path, lora: str, shown: str) -> None:
     write_atomically(out, write)
 
 
-def export_out(key: str, out: str) -> None:
-    """A new folder, or a VLM checkpoint folder it replaces."""
-    writable_folder(key, out)
-    path = Path(out).expanduser()
-    if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
-        raise UserError(f"{key}={out} holds files that are not a VLM checkpoint: choose a new folder for {key}=")
-
-
 @dataclass
 class ExportConfig:
     checkpoint: str | None = option(check=vlm_checkpoint)
-    out: str | None = option(check=export_out)
+    out: str | None = option(check=checkpoint_out)
     lora: str | None = option(choices=LORA_LAYOUTS)
 
 
