@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from agents.registry import POLICIES
 from agents.workers import BACKENDS, check_backend
 from core.schema import option, writable_folder
-from core.seeds import SEED_MAX
+from core.seeds import SEED_MAX, check_last_seed
 from envs.games import check_game
 
 
@@ -29,3 +29,7 @@ class PlayConfig:
     backend: str = option(choices=BACKENDS, check=check_backend)
     address: str | None = option()  # backend=ray: the cluster's; None: RAY_ADDRESS, else a local instance
     out: str = option(check=writable_folder)
+
+    @staticmethod
+    def check_together(cfg) -> None:
+        check_last_seed("seed", cfg.seed, cfg.episodes)

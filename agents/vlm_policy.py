@@ -5,15 +5,12 @@ from pathlib import Path
 
 from agents.base import FrameStackPolicy, Observation
 from agents.registry import register_policy
-from core import REPO_ROOT
 from core.errors import UserError
 from core.runs import model_name
 from envs.games import GameSpec
 from vlm import FrameCache, VLMConfig, prompts
-from vlm.checkpoint import checked_checkpoint_config, load_checked
+from vlm.checkpoint import SHIPPED_DIR, checked_checkpoint_config, load_checked
 from vlm.model import WEIGHTS_FILE
-
-SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the shipped VLM of game G, when one ships: checkpoints/game_G
 
 
 def shipped_checkpoint(spec: GameSpec) -> Path:

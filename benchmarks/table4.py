@@ -5,14 +5,17 @@
         --row "VLM PAE=vlm:~/.cache/vlmplay/runs/train/{game}_pae_s{seed}/game/final" --train-seeds 0 1 2
 
 A row is NAME=POLICY:CHECKPOINT, where {game} and {seed} in the checkpoint path stand for the game and the
-training seed; expert and random are always there. Columns: CarRacing, SpaceInvaders, and SpaceInvaders
-under the modern ALE protocol (sticky actions, p = 0.25). Each (row, training seed, column) is played by
-`eval.evaluate` (the `python -m eval` protocol) into OUT/<column>/<row>_seed<k>/results.json; a results file
-of the same policy and seeds is reused, so an interrupted run continues where it stopped. A cell is the mean
-± std over the training seeds of the per-seed mean returns (population std), a 95 % two-level bootstrap
-interval (training seeds, then episodes), the fraction of the expert's mean in the same column, and for
-SpaceInvaders the human-normalised score. The notes give each row's training compute in core-hours (the
-`train_seconds` its checkpoints record, one torch thread each). Writes OUT/table4.json and prints Markdown.
+training seed; NAME@GAME=POLICY:CHECKPOINT gives the row's checkpoints of one game, for runs named per game:
+    --row "VLM PAE@carracing=vlm:.../cr_pae_s{seed}/game/final" --row "VLM PAE@spaceinvaders=vlm:.../si_..."
+A row with no checkpoints for a game shows "–" there; expert and random are always there. Columns: CarRacing,
+SpaceInvaders, and SpaceInvaders under the modern ALE protocol (sticky actions, p = 0.25). Each (row, training
+seed, column) is played by `eval.evaluate` (the `python -m eval` protocol) into
+OUT/<column>/<row>_seed<k>/results.json; a results file of the same policy and seeds is reused, so an
+interrupted run continues where it stopped. A cell is the mean ± std over the training seeds of the per-seed
+mean returns (population std), a 95 % two-level bootstrap interval (training seeds, then episodes), the
+fraction of the expert's mean in the same column, and for SpaceInvaders the human-normalised score. The notes
+give each row's training compute in core-hours (the `train_seconds` its checkpoints record, one torch thread
+each). Writes OUT/table4.json and prints Markdown.
 """
 
 import argparse
@@ -94,16 +97,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    rows = {"expert": ("expert", None), "random": ("random", None)}
+    rows = {"expert": ("expert", {}), "random": ("random", {})}  # name -> (policy, {game: checkpoint pattern})
     for entry in args.row:
         name, _, spec = entry.partition("=")
+        name, _, only_game = name.partition("@")
         policy, _, pattern = spec.partition(":")
-        rows[name] = (policy, pattern)
+        games = [only_game] if only_game else sorted({game for game, _ in COLUMNS.values()})
+        rows.setdefault(name, (policy, {}))[1].update({game: pattern for game in games})
     seeds = episode_seeds(args.seed, args.episodes)
     table, compute = {}, {}
     for column in args.columns:
         game, sticky = COLUMNS[column]
-        for name, (policy, pattern) in rows.items():
+        for name, (policy, patterns) in rows.items():
+            pattern = patterns.get(game)
+            if patterns and not pattern:
+                continue
             train_seeds = args.train_seeds if pattern else [0]
             reports = []
             for train_seed in train_seeds:
@@ -119,7 +127,8 @@ def main() -> None:
         spec = get_game(COLUMNS[column][0])
         expert_mean = float(np.mean([e["return"] for e in table["expert", column][0]["episodes"]]))
         for name in rows:
-            summary[name, column] = cell(table[name, column], expert_mean, spec)
+            if (name, column) in table:
+                summary[name, column] = cell(table[name, column], expert_mean, spec)
 
     print(
         f"\n{args.episodes} episodes per training seed, seeds {seeds[0]}–{seeds[-1]}; learned rows: mean ± std over "
@@ -127,9 +136,10 @@ def main() -> None:
     )
     print("| policy | " + " | ".join(args.columns) + " |")
     print("|---|" + "---|" * len(args.columns))
-    for name, (_, pattern) in rows.items():
-        n = len(args.train_seeds) if pattern else 1
-        print(f"| {name} | " + " | ".join(formatted(summary[name, c], n) for c in args.columns) + " |")
+    for name, (_, patterns) in rows.items():
+        n = len(args.train_seeds) if patterns else 1
+        cells = [formatted(summary[name, c], n) if (name, c) in summary else "–" for c in args.columns]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     for name, scores in PAPER.items():
         paper = {"CarRacing": f"{scores[0]:.2f}", "SpaceInvaders": f"{scores[1]:.2f}"}
         print(f"| paper: {name} | " + " | ".join(paper.get(c, "–") for c in args.columns) + " |")

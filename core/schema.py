@@ -55,13 +55,18 @@ def unknown_option(key: str, config_name: str) -> UserError:
 
 
 def validate(cfg: DictConfig, schema: type, prefix: str = "") -> None:
-    """Check (and normalise) every field of `schema` in `cfg`; the first bad one raises a UserError."""
+    """Check (and normalise) every field of `schema` in `cfg`; the first bad one raises a UserError. A schema whose
+    options limit each other (e.g. the last seed a command plays) checks them together in its `check_together(cfg)`,
+    after each one is checked alone."""
     for field in dataclasses.fields(schema):
         key = prefix + field.name
         value = cfg.get(field.name)
         checked = check_value(key, value, typing.get_type_hints(schema)[field.name], field.metadata)
         if checked is not value and not isinstance(checked, DictConfig):
             cfg[field.name] = checked
+    check_together = getattr(schema, "check_together", None)
+    if check_together is not None:
+        check_together(cfg)
 
 
 def check_value(key: str, value, kind, rules: Mapping):

@@ -10,6 +10,16 @@ def episode_seeds(first: int, episodes: int) -> list[int]:
     return [first + index for index in range(episodes)]
 
 
+def check_last_seed(first_key: str, first: int, episodes: int) -> None:
+    """The last seed of `episodes` episodes from `first` is still a seed (<= SEED_MAX)."""
+    last = first + episodes - 1
+    if last > SEED_MAX:
+        raise UserError(
+            f"{first_key}={first} with {episodes} episodes would play seeds up to {last}, past the largest seed "
+            f"{SEED_MAX}: give {first_key} <= {SEED_MAX - episodes + 1}"
+        )
+
+
 def parse_seeds(seeds, key: str = "seeds") -> list[int] | None:
     """None (every episode), an int, a list of ints, or "first-last" (inclusive) -> a list of seeds (each >= 0)."""
     if seeds is None:

@@ -12,12 +12,10 @@ answers are decoded greedily.
 
 import copy
 import functools
-import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +26,10 @@ from tqdm import tqdm
 from collect.sources import ImageSources
 from core.cli import command
 from core.errors import UserError
-from core.files import TMP_SUFFIX, check_replaceable, write_atomically, write_json_atomically
-from core.schema import existing_path, option, writable_folder
-from core.seeds import SEED_MAX, check_seed_list, parse_seeds
+from core.files import check_replaceable, write_atomically, write_json_atomically
+from core.schema import option
+from core.seeds import parse_seeds
+from eval.options import RESULTS_FILE, ImageEvalConfig, is_own_output
 from vlm import VLM, common_prefix_length, encode, prompts
 from vlm.checkpoint import checked_checkpoint_config, load_checked
 from vlm.decoding import greedy_continue
@@ -39,8 +38,8 @@ SIZE = prompts.RECONSTRUCT_SIZE
 MAX_ANSWER_TOKENS = 16  # "[255,255,255]" and eos are 14 tokens with digits split one by one
 RE_SCALE = 100  # the paper reports RE x100
 PNG_UPSCALE = 4  # 64x64 is small to look at: each pixel becomes 4x4 in the PNGs
-RESULTS_FILE = "results.json"
 PNG_NAME = re.compile(r"\d{7}\.png")  # one per image, named by its index among the frames
+is_reconstruction = functools.partial(is_own_output, result_key="mean_re", png_name=PNG_NAME)
 
 
 def worst_answers(prediction: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -163,37 +162,13 @@ def evaluate_reconstruction(
     }
 
 
-def is_reconstruction(folder: Path) -> bool:
-    """Whether `folder` holds only what this command writes: PNGs named by index and a results.json with mean_re
-    (or what a killed run left at their temporary names)."""
-    names = [path.name.removesuffix(TMP_SUFFIX) for path in folder.iterdir()]
-    if not all(name == RESULTS_FILE or PNG_NAME.fullmatch(name) for name in names):
-        return False
-    try:
-        results = json.loads((folder / RESULTS_FILE).read_text())
-    except FileNotFoundError:
-        return True  # the PNGs of a run stopped before its results.json
-    except (OSError, ValueError):
-        return False
-    return isinstance(results, dict) and "mean_re" in results
-
-
 def vlm_checkpoint(key: str, folder: str) -> None:
     checked_checkpoint_config(Path(folder).expanduser(), key)
 
 
 @dataclass
-class ReconstructConfig:
+class ReconstructConfig(ImageEvalConfig):
     checkpoint: str | None = option(check=vlm_checkpoint)
-    images: str | None = option(check=existing_path)
-    seeds: Any = option(check=check_seed_list)
-    n: int = option(minimum=1)
-    seed: int = option(minimum=0, maximum=SEED_MAX)
-    batch: int = option(minimum=1)
-    threads: int = option(minimum=1)
-    progress: bool = option()
-    out: str = option(check=writable_folder)
-    overwrite: bool = option()
 
 
 @command("reconstruct", ReconstructConfig)

@@ -75,6 +75,25 @@ ZOO_KEYS = {
     "noise_std",
 }
 SET_BY_THE_ZOO = {"self", "env", "seed", "verbose", "device", "tensorboard_log", "_init_setup_model"}
+# Hyperparameters that count something (envs, steps, samples, epochs): whole numbers >= 1 (learning_starts >= 0).
+COUNT_KEYS = {"n_envs", "n_timesteps", "n_steps", "batch_size", "n_epochs", "frame_stack", "buffer_size"}
+COUNT_KEYS |= {"gradient_steps", "train_freq", "target_update_interval"}
+START_KEYS = {"learning_starts"}
+FRACTION_KEYS = {"gamma", "gae_lambda", "tau", "exploration_fraction"}  # in [0, 1]
+SCHEDULE_KEYS = {"learning_rate", "clip_range"}  # a number > 0, or the zoo's linear schedule "lin_<start>"
+LINEAR_SCHEDULE_PREFIX = "lin_"
+
+
+def is_schedule(value) -> bool:
+    if isinstance(value, str) and value.startswith(LINEAR_SCHEDULE_PREFIX):
+        value = value.removeprefix(LINEAR_SCHEDULE_PREFIX)
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
 # What reading a file that is not an SB3 agent zip raises.
 ZIP_ERRORS = (
     ValueError,
@@ -242,7 +261,28 @@ def checked_overrides(cfg: DictConfig) -> dict:
             f"hyperparams: {', '.join(map(str, unknown))} is not a hyperparameter of {cfg.algo} "
             f"({ALGOS[cfg.algo].__name__}) or of RL-Zoo3: see rl_zoo3/hyperparams/{cfg.algo}.yml for the names"
         )
+    for key, value in overrides.items():
+        check_hyperparameter(key, value, zoo_hyperparams(cfg.algo, get_game(cfg.game).env_id).get(key))
     return overrides
+
+
+def check_hyperparameter(key: str, value, recipe_value) -> None:
+    """One override's value: a number where the zoo's recipe has one, and within its range where it has one."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    wanted = None
+    if key in COUNT_KEYS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        wanted = "a whole number >= 1"
+    elif key in START_KEYS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        wanted = "a whole number >= 0"
+    elif key in FRACTION_KEYS and not (is_number and 0 <= value <= 1):
+        wanted = "a number in [0, 1]"
+    elif key in SCHEDULE_KEYS and not is_schedule(value):
+        schedule = f"{LINEAR_SCHEDULE_PREFIX}<start>, e.g. {LINEAR_SCHEDULE_PREFIX}2.5e-4"
+        wanted = f"a number > 0 or a linear schedule {schedule}"
+    elif isinstance(recipe_value, int | float) and not isinstance(recipe_value, bool) and not is_number:
+        wanted = f"a number (the zoo's recipe has {recipe_value})"
+    if wanted:
+        raise UserError(f"hyperparams: {key}={value!r} is not {wanted}")
 
 
 def training_observation_space(env_id: str, recipe: dict) -> gym.Space:

@@ -30,6 +30,7 @@ import experts.train
 import train.__main__
 import train.bc
 import train.dagger
+import vlm.export
 from agents.bc_policy import BCConfig, is_bc_checkpoint, save_bc
 from agents.vlm_policy import check_trained_for
 from core import files
@@ -49,8 +50,10 @@ COMMANDS = {  # name: (main, its config)
     "train.dagger": (train.dagger.main, "dagger"),
     "eval.reconstruct": (eval.reconstruct.main, "reconstruct"),
     "experts.train": (experts.train.main, "train_expert"),
+    "vlm.export": (vlm.export.main, "vlm_export"),
 }
 SHIPPED_CR = REPO_ROOT / "checkpoints" / "game_carracing"
+SHIPPED_PVP = REPO_ROOT / "checkpoints" / "pvp_tiny"
 SHIPPED_SI_EXPERT = REPO_ROOT / "experts" / "ppo" / "SpaceInvadersNoFrameskip-v4_1"
 SI_AGENT = SHIPPED_SI_EXPERT / "SpaceInvadersNoFrameskip-v4.zip"
 CR_EXPERT = REPO_ROOT / "experts" / "ppo_lstm" / "CarRacing-v3_1"
@@ -58,6 +61,7 @@ CR_AGENT = CR_EXPERT / "CarRacing-v3.zip"
 IMAGES = "images={images}"
 SI_RANDOM = ["game=spaceinvaders", "policy=random"]
 BC_CHECKPOINT = ["game=carracing", "policy=bc"]
+DAGGER_CR = ["game=carracing", "init=" + str(SHIPPED_CR), "data=[{damaged_dataset}]"]
 
 TABLE = [
     # overrides: types, ranges, choices
@@ -81,6 +85,9 @@ TABLE = [
     ("collect", ["overwrite=yes"], "overwrite='yes': give true or false"),
     ("collect", ["repair=1"], "repair=1: give true or false"),
     ("collect", ["workers=-1"], "workers=-1 is out of range"),
+    ("collect", ["episodes=3", "seed=4294967294"], "would play seeds up to 4294967296, past the largest seed"),
+    ("eval", ["episodes=2", "seed=4294967295"], "give seed <= 4294967294"),
+    ("train.dagger", [*DAGGER_CR, "rollout_seed=4294967290"], "rollout_seed=4294967290 with 40 episodes would play"),
     ("train", ["data=[{tmp}/none]"], "does not exist"),
     ("train", ["data=[{images}]", "seeds=[a,b]"], "seeds=['a', 'b']: give a list like"),
     ("train", ["data=[{images}]", "seeds=5-2"], "seeds='5-2': give a list like"),
@@ -116,6 +123,10 @@ TABLE = [
     ("experts.train", ["init={tmp}/none.zip"], "is not an agent zip"),
     ("experts.train", ["hyperparams=foo"], "hyperparams='foo' is not a group of hyperparameters: give e.g."),
     ("experts.train", ["hyperparams={{n_stepz:8}}"], "hyperparams: n_stepz is not a hyperparameter of ppo_lstm"),
+    ("experts.train", ["hyperparams={{n_steps:-3}}"], "hyperparams: n_steps=-3 is not a whole number >= 1"),
+    ("experts.train", ["hyperparams={{gamma:2}}"], "hyperparams: gamma=2 is not a number in [0, 1]"),
+    ("experts.train", ["hyperparams={{learning_rate:fast}}"], "learning_rate='fast' is not a number > 0 or a linear"),
+    ("experts.train", ["hyperparams={{ent_coef:high}}"], "ent_coef='high' is not a number (the zoo's recipe has"),
     ("experts.train", ["export_only=true"], "carracing_ppo_lstm_seed0 holds no checkpoint to export: train it"),
     # output folders that cannot be written: refused before any episode or step
     ("eval", ["policy=random", "out={blocker}/results"], "not a writable folder"),
@@ -132,6 +143,7 @@ TABLE = [
     ("eval", ["+episode=1"], "episode is not an option of eval: see configs/eval.yaml"),
     ("eval", ["policy=random", "out="], "out is empty: give the folder to write to"),
     ("train", ["data=[{images}]", "out=" + str(SHIPPED_CR)], "is a shipped checkpoint: write to a new folder"),
+    ("vlm.export", ["checkpoint=" + str(SHIPPED_CR), "lora=merged", "out=" + str(SHIPPED_PVP)], "is a shipped"),
     ("train", ["data=[{images}]", "init={truncated_weights}"], "model.safetensors is damaged"),
     ("eval", ["game=carracing", "policy=bc", "checkpoint={truncated_bc}"], "model.safetensors is damaged"),
     ("eval", ["game=carracing", "policy=bc", "checkpoint={bc_config_of_another_net}"], "model.safetensors is damaged"),
@@ -348,6 +360,7 @@ def test_bad_input_is_one_clear_line_before_any_work(damaged, tmp_path, capsys, 
         "train.dagger": [f"run_dir={out}"],
         "eval.reconstruct": [f"out={out}"],
         "experts.train": [f"run_dir={out}", "progress=false"],
+        "vlm.export": [],  # its rows give out=
     }[command]
     Path(SENTINEL).unlink(missing_ok=True)
     code, err = run_command(command, defaults + [o.format(**paths) for o in overrides], capsys)

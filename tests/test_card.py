@@ -146,3 +146,6 @@ def test_the_shipped_cards_hold_their_measurements():
     assert ("std_reward", "seeds 100000-100014") in found and game.data.base_model == "checkpoints/pvp_tiny"
     pvp = ModelCard.load(REPO_ROOT / "checkpoints" / "pvp_tiny" / CARD_FILE)
     assert metrics(pvp)["reconstruction_error", "episodes 27-29"][1] == {"images": 3, "seeds": "27-29"}
+    grounding = ModelCard.load(REPO_ROOT / "checkpoints" / "grounding" / CARD_FILE)
+    measured = {result.metric_type for result in grounding.data.eval_results}
+    assert {"ciou", "accuracy"} <= measured and {"referring-segmentation", "visual-prompts"} <= set(grounding.data.tags)

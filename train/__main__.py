@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from agents.vlm_policy import SHIPPED_DIR
 from collect.sources import ImageSources
 from core import files
 from core.cli import command
@@ -57,18 +56,6 @@ def init_checkpoint(key: str, init: str) -> None:
             f"{key}={init} is not a checkpoint folder (VLM.save_pretrained writes one; each stage's is STAGE/final)"
         )
     checked_checkpoint_config(path, key)
-
-
-def model_out(key: str, out: str) -> None:
-    """Where the last stage's model is copied: a new folder, or a VLM checkpoint (which it replaces) that is not
-    one of the shipped ones."""
-    checkpoint_out(key, out)
-    path = Path(out).expanduser()
-    if path.resolve().is_relative_to(SHIPPED_DIR.resolve()) and path.exists():
-        raise UserError(
-            f"{key}={out} is a shipped checkpoint: write to a new folder, and copy it over the shipped one by hand "
-            "once it has been evaluated"
-        )
 
 
 @dataclass
@@ -116,7 +103,7 @@ class TrainConfig:
     stages: list[str] | None = option()
     run: str = option()
     run_dir: str = option(check=writable_folder)
-    out: str | None = option(check=model_out)
+    out: str | None = option(check=checkpoint_out)
     seed: int = option(minimum=0, maximum=SEED_MAX)
     threads: int = option(minimum=1)
     precision: str = option(choices=PRECISIONS)

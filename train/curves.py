@@ -103,7 +103,7 @@ def write_curves(folder: Path, title: str) -> None:
             else:
                 accuracy_axes.plot(steps, values, marker="o", label=label)
         accuracy_axes.set_ylim(0, 1)
-        accuracy_axes.set_ylabel("held-out action accuracy")
+        accuracy_axes.set_ylabel("held-out metrics (validation)")
 
     for panel in axes:
         panel.set_xlabel("step")

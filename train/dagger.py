@@ -33,7 +33,7 @@ from core.errors import UserError  # noqa: E402
 from core.files import write_atomically, write_json_atomically  # noqa: E402
 from core.runs import final_dir  # noqa: E402
 from core.schema import option, positive, writable_folder  # noqa: E402
-from core.seeds import SEED_MAX, check_seed_list, parse_seeds  # noqa: E402
+from core.seeds import SEED_MAX, check_last_seed, check_seed_list, parse_seeds  # noqa: E402
 from envs.games import check_game, get_game  # noqa: E402
 from vlm.checkpoint import checked_checkpoint_config  # noqa: E402
 
@@ -67,6 +67,18 @@ def round_report(round_dir: Path, index: int, beta: float) -> dict:
         "selection_return": returns["mean"],
         "selection_return_std": returns["std"],
         "model": str(final_dir(round_dir / GAME_STAGE)),
+    }
+
+
+def start_report(init: Path, eval_dir: Path, eval_args: list[str]) -> dict:
+    """The init model's selection return (played into `eval_dir` once) and held-out accuracy."""
+    if not (eval_dir / "results.json").is_file():
+        run_command("eval", f"checkpoint={init}", *eval_args, f"out={eval_dir}")
+    returns = read_json(eval_dir / "results.json")["return"]
+    return {
+        "selection_return": returns["mean"],
+        "selection_return_std": returns["std"],
+        "heldout_accuracy": init_accuracy(init),
     }
 
 
@@ -144,6 +156,11 @@ class DaggerConfig:
     run: str = option()
     run_dir: str = option(check=writable_folder)
 
+    @staticmethod
+    def check_together(cfg) -> None:
+        check_last_seed("rollout_seed", cfg.rollout_seed, cfg.rounds * cfg.episodes)
+        check_last_seed("selection_seed", cfg.selection_seed, cfg.eval_episodes)
+
 
 @command("dagger", DaggerConfig)
 def main(cfg: DictConfig) -> None:
@@ -160,17 +177,7 @@ def main(cfg: DictConfig) -> None:
     workers += [f"address={cfg.address}"] if cfg.address else []
     selection = ["policy=vlm", f"episodes={cfg.eval_episodes}", f"seed={cfg.selection_seed}", "video=false", *workers]
 
-    start_eval = run_dir / "round0" / "eval"
-    if not (start_eval / "results.json").is_file():
-        run_command("eval", f"game={spec.name}", f"checkpoint={init}", *selection, f"out={start_eval}")
-    start_returns = read_json(start_eval / "results.json")["return"]
-    start = {
-        "selection_return": start_returns["mean"],
-        "selection_return_std": start_returns["std"],
-        "heldout_accuracy": init_accuracy(init),
-    }
-
-    learner, aggregate, rounds = init, list(expert_data), []
+    learner, aggregate, rounds, start = init, list(expert_data), [], None
     for index in range(1, int(cfg.rounds) + 1):
         round_dir = run_dir / f"round{index}"
         beta = float(cfg.beta) * float(cfg.beta_decay) ** (index - 1)
@@ -179,6 +186,8 @@ def main(cfg: DictConfig) -> None:
             "collect", f"game={spec.name}", "policy=dagger", f"checkpoint={learner}", f"beta={beta}", *labeller,
             f"episodes={cfg.episodes}", f"seed={first_seed}", f"out={round_dir / 'data'}", *workers,
         )  # fmt: skip
+        # After the first collect, which builds the labeller before its first episode: a bad expert= fails first.
+        start = start or start_report(init, run_dir / "round0" / "eval", [f"game={spec.name}", *selection])
         aggregate.append(str(round_dir / "data"))
         stage = f"recipe.stages.{GAME_STAGE}"
         val_seeds = "null" if cfg.val_seeds is None else cfg.val_seeds

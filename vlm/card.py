@@ -4,7 +4,8 @@ generated from what the folder holds, never written by hand:
     config.json       the model (VLM.save_pretrained)
     training.json     the training command and the stage's summary, written with a stage's final/ model
     validation.json   held-out action accuracy (the game task writes it beside RUN/STAGE/final)
-    results.json      of `python -m eval` or `python -m eval.reconstruct` runs of the model, given by path
+    results.json      of `python -m eval`, `eval.reconstruct`, `eval.segment` or `eval.refer` runs of the model,
+                      given by path
 
     python -m vlm.card checkpoint=DIR [results=[RESULTS_JSON,...]] [summary=SUMMARY_JSON] [command='python -m ...']
 
@@ -51,6 +52,10 @@ VALIDATION_KEYS = ("game", "seeds", "samples", "accuracy", "majority_action", "m
 PLAY_KEYS = ("game", "env_id", "policy", "seeds", "return")
 RETURN_KEYS = ("mean", "std", "min", "max", "ci95_low", "ci95_high", "iqm")
 RECONSTRUCTION_KEYS = ("mean_re", "source", "seeds", "images", "questions")
+SEGMENTATION_KEYS = ("ciou", "ciou_ci95_low", "ciou_ci95_high", "source", "game", "seeds", "frames")
+REFERRING_KINDS = {"point": "points", "box": "boxes"}  # eval.refer's result names -> how the card says them
+REFERRING_COUNTS = tuple(f"{measure}_{kind}" for kind in REFERRING_KINDS for measure in ("accuracy", "count"))
+REFERRING_KEYS = ("source", "game", "seeds", "objects", *REFERRING_COUNTS)
 
 
 @dataclass
@@ -66,6 +71,8 @@ class Sources:
     confusion: bool  # confusion.png, the validation's confusion matrix, is in the folder
     play: list[dict]  # python -m eval results.json
     reconstruction: list[dict]  # python -m eval.reconstruct results.json
+    segmentation: list[dict]  # python -m eval.segment results.json
+    referring: list[dict]  # python -m eval.refer results.json
     read_from: list[str]  # the files, as the card names them
 
 
@@ -129,11 +136,15 @@ def gather(folder: Path, results: list[str], summary: str | None, command: str |
         summary_values = record["summary"] if record else stage_json(folder, SUMMARY_FILE, read)
     holding(summary_values, SUMMARY_KEYS, read[-1])  # read[-1]: the file the summary came from
     validation = holding(stage_json(folder, VALIDATION_FILE, read), VALIDATION_KEYS, VALIDATION_FILE)
-    play, reconstruction = [], []
+    play, reconstruction, segmentation, referring = [], [], [], []
     for path in results:
         report = read_json(Path(path).expanduser(), "results")
         if "mean_re" in report:
             reconstruction.append(holding(report, RECONSTRUCTION_KEYS, f"results={path}"))
+        elif "ciou" in report:
+            segmentation.append(holding(report, SEGMENTATION_KEYS, f"results={path}"))
+        elif "accuracy_point" in report:
+            referring.append(holding(report, REFERRING_KEYS, f"results={path}"))
         elif "return" in report:
             holding(report, PLAY_KEYS, f"results={path}")
             holding(report["return"], RETURN_KEYS, f"results={path} (return)")
@@ -141,7 +152,10 @@ def gather(folder: Path, results: list[str], summary: str | None, command: str |
                 raise UserError(f"results={path} played {report['game']}; this model plays {sorted(config.games)}")
             play.append(report)
         else:
-            raise UserError(f"results={path} is not a results.json of `python -m eval` or `python -m eval.reconstruct`")
+            raise UserError(
+                f"results={path} is not a results.json of `python -m eval`, `eval.reconstruct`, `eval.segment` or "
+                "`eval.refer`"
+            )
         read.append(path)
     return Sources(
         config=config,
@@ -153,6 +167,8 @@ def gather(folder: Path, results: list[str], summary: str | None, command: str |
         confusion=(folder / CONFUSION_PNG).is_file(),
         play=play,
         reconstruction=reconstruction,
+        segmentation=segmentation,
+        referring=referring,
         read_from=read,
     )
 
@@ -248,7 +264,35 @@ def eval_results(sources: Sources) -> list[EvalResult]:
                 metric_value=round(report["mean_re"], 2),
             )
         )
+    found += [grounding_result(report, "image-segmentation", "referring segmentation", "ciou", "cIoU", report["ciou"])
+              for report in sources.segmentation]  # fmt: skip
+    for report in sources.referring:
+        found += [
+            grounding_result(
+                report,
+                "image-classification",
+                f"referring object classification, {shown_kind}",
+                "accuracy",
+                f"accuracy ({shown_kind}, true label vs a distractor)",
+                report[f"accuracy_{kind}"],
+            )  # fmt: skip
+            for kind, shown_kind in REFERRING_KINDS.items()
+        ]
     return found
+
+
+def grounding_result(report: dict, task_type: str, task_name: str, metric: str, shown: str, value: float) -> EvalResult:
+    return EvalResult(
+        task_type=task_type,
+        task_name=task_name,
+        dataset_type="vlmplay-annotated",
+        dataset_name=f"{report['game']} annotated frames, held-out episodes",
+        dataset_split=f"episodes {seed_text(report['seeds'])}",
+        dataset_args={"seeds": seed_text(report["seeds"]), "source": report["source"]},
+        metric_type=metric,
+        metric_name=shown,
+        metric_value=round(value, 4),
+    )
 
 
 def card_text(name: str, shown: str, sources: Sources) -> str:
@@ -263,6 +307,8 @@ def card_text(name: str, shown: str, sources: Sources) -> str:
     tags += [*sorted(config.games), *(["reinforcement-learning", "imitation-learning"] if config.games else [])]
     pvp = sources.reconstruction or "pvp" in (sources.summary or {}).get("tasks", {})
     tags += ["pixel-value-prediction"] if pvp else []
+    tags += ["referring-segmentation"] if sources.segmentation else []
+    tags += ["visual-prompts"] if sources.referring else []
     card = ModelCardData(
         library_name=LIBRARY,
         tags=tags,
@@ -279,6 +325,8 @@ def card_text(name: str, shown: str, sources: Sources) -> str:
         *[play_section(shown, report) for report in sources.play],
         *([validation_section(sources.validation, sources.confusion)] if sources.validation else []),
         *[reconstruction_section(shown, report) for report in sources.reconstruction],
+        *[segmentation_section(shown, report) for report in sources.segmentation],
+        *[referring_section(shown, report) for report in sources.referring],
         f"Generated by vlm.card from {', '.join(sources.read_from)}.",
     ]
     return f"---\n{card.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
@@ -396,6 +444,37 @@ def reconstruction_section(shown: str, report: dict) -> str:
         "",
         f"Reconstruction error (RE x100) **{report['mean_re']:.2f}** over {n} images of {report['source']} "
         f"({report['questions']:,} questions).",
+    ])  # fmt: skip
+
+
+def segmentation_section(shown: str, report: dict) -> str:
+    seeds = ",".join(map(str, report["seeds"]))
+    return "\n".join([
+        f"## Evaluation: referring segmentation, {report['game']}",
+        "",
+        "```bash",
+        f"python -m eval.segment checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['frames']}",
+        "```",
+        "",
+        f"cIoU **{report['ciou']:.3f}** [95 % CI {report['ciou_ci95_low']:.3f}, {report['ciou_ci95_high']:.3f}] over "
+        f"{report['frames']} held-out frames (every referring phrase of each, all 64x64 cells).",
+    ])  # fmt: skip
+
+
+def referring_section(shown: str, report: dict) -> str:
+    seeds = ",".join(map(str, report["seeds"]))
+    found = [
+        f"{shown_kind} **{report[f'accuracy_{kind}']:.3f}** ({report[f'count_{kind}']} prompts)"
+        for kind, shown_kind in REFERRING_KINDS.items()
+    ]
+    return "\n".join([
+        f"## Evaluation: referring object classification, {report['game']}",
+        "",
+        "```bash",
+        f"python -m eval.refer checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['objects']}",
+        "```",
+        "",
+        f"Accuracy choosing the true label against a distractor: {', '.join(found)}.",
     ])  # fmt: skip
 
 

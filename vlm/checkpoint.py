@@ -4,6 +4,7 @@ tokenizer files are there and parse, and a folder in peft's adapter layout holds
 
 from pathlib import Path
 
+from core import REPO_ROOT
 from core.errors import UserError, quoted
 from core.integrity import check_safetensors, damaged, read_json
 from core.schema import writable_folder
@@ -13,6 +14,8 @@ from vlm.tokenizer import TOKENIZER_CONFIG_FILE
 
 CONFIG_PARTS = ("vlm", "vision", "llm")  # what save_pretrained writes into config.json
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"  # peft's name, beside ADAPTER_CONFIG_FILE
+
+SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the shipped checkpoints (game_G, pvp_tiny, ...), tracked by git
 
 
 def checked_checkpoint_config(folder: Path, key: str = "checkpoint") -> VLMConfig:
@@ -70,8 +73,13 @@ def load_checked(folder: Path, key: str = "checkpoint") -> VLM:
 
 def checkpoint_out(key: str, out: str) -> None:
     """The schema check of a folder a VLM checkpoint is written to: a new folder, or a VLM checkpoint (which is
-    replaced), never a folder of other files."""
+    replaced) that is not one of the shipped ones, never a folder of other files."""
     writable_folder(key, out)
     path = Path(out).expanduser()
     if path.is_dir() and any(path.iterdir()) and not (path / CONFIG_FILE).is_file():
         raise UserError(f"{key}={out} holds files that are not a VLM checkpoint: choose a new folder for {key}=")
+    if path.resolve().is_relative_to(SHIPPED_DIR.resolve()) and path.exists():
+        raise UserError(
+            f"{key}={out} is a shipped checkpoint: write to a new folder, and copy it over the shipped one by hand "
+            "once it has been evaluated"
+        )
