@@ -29,14 +29,10 @@ from tqdm import tqdm
 from collect.annotations import LABELS, AnnotatedFrames
 from core.cli import command
 from core.errors import UserError
-from core.files import check_replaceable, write_atomically, write_json_atomically
+from core.files import write_atomically, write_json_atomically
 from core.schema import option
-from eval.options import RESULTS_FILE, ImageEvalConfig, is_own_output
-from eval.segment import (
-    annotated_frames,
-    grounding_checkpoint,
-    load_grounding_model,
-)
+from eval.options import RESULTS_FILE, ImageEvalConfig
+from eval.segment import described, load_grounding_model, prepared
 from eval.stats import bootstrap_ci
 from vlm import KIND_BOX, KIND_POINT, VLM, encode, normalize_box, normalize_point, prompts
 from vlm.scoring import choose_after_prefix
@@ -246,22 +242,11 @@ class ReferConfig(ImageEvalConfig):
 
 @command("refer", ReferConfig)
 def main(cfg: DictConfig) -> None:
-    checkpoint = grounding_checkpoint(cfg.checkpoint, "visual_prompt")
-    out = Path(cfg.out).expanduser()
-    own = functools.partial(is_own_output, result_key="accuracy_point", png_name=PNG_NAME)
-    check_replaceable(out, "out", "referring classification result", own, cfg.overwrite)
-    torch.set_num_threads(cfg.threads)
-    frames = annotated_frames(cfg.images, cfg.seeds)
+    what = "referring classification result"
+    checkpoint, out, frames = prepared(cfg, "visual_prompt", "accuracy_point", PNG_NAME, what)
     model = load_grounding_model(checkpoint)
     result = evaluate_referring(model, frames, cfg.n, cfg.seed, cfg.batch, cfg.pngs, out, cfg.progress)
-    result = {
-        "checkpoint": str(checkpoint),
-        "source": str(cfg.images),
-        "game": frames.game,
-        "seeds": frames.seeds,
-        "seed": cfg.seed,
-        **result,
-    }
+    result = {**described(cfg, checkpoint, frames), **result}
     write_json_atomically(out / RESULTS_FILE, result)
     print(
         f"referring classification over {cfg.n} objects: points {result['accuracy_point']:.1%} "

@@ -202,27 +202,37 @@ def annotated_frames(images: str | None, seeds) -> AnnotatedFrames:
     return AnnotatedFrames(path, parse_seeds(seeds))
 
 
-@command("segment", ImageEvalConfig)
-def main(cfg: DictConfig) -> None:
-    checkpoint = grounding_checkpoint(cfg.checkpoint, "segmentation")
+def prepared(cfg: DictConfig, recipe: str, result_key: str, png_name: re.Pattern, what: str):
+    """(checkpoint, out, frames) of a grounding evaluation, each checked before the model loads: the checkpoint
+    (None: the shipped one; a missing one names `recipe` to train it), out= (empty, or this command's own output
+    whose results.json holds `result_key`), the annotated frames of `seeds`."""
+    checkpoint = grounding_checkpoint(cfg.checkpoint, recipe)
     out = Path(cfg.out).expanduser()
-    own = functools.partial(is_own_output, result_key="ciou", png_name=PNG_NAME)
-    check_replaceable(out, "out", "segmentation result", own, cfg.overwrite)
+    own = functools.partial(is_own_output, result_key=result_key, png_name=png_name)
+    check_replaceable(out, "out", what, own, cfg.overwrite)
     torch.set_num_threads(cfg.threads)
-    frames = annotated_frames(cfg.images, cfg.seeds)
-    if cfg.n > len(frames):
-        raise UserError(f"n={cfg.n}: choose between 1 and the {len(frames)} annotated frames of the seeds asked for")
-    model = load_grounding_model(checkpoint)
-    result = evaluate_segmentation(model, frames, cfg.n, cfg.seed, cfg.batch, out, cfg.progress)
-    result = {
+    return checkpoint, out, annotated_frames(cfg.images, cfg.seeds)
+
+
+def described(cfg: DictConfig, checkpoint: Path, frames: AnnotatedFrames) -> dict:
+    """What results.json says of the run before its measurements."""
+    return {
         "checkpoint": str(checkpoint),
         "source": str(cfg.images),
         "game": frames.game,
         "seeds": frames.seeds,
         "seed": cfg.seed,
-        "frames": cfg.n,
-        **result,
     }
+
+
+@command("segment", ImageEvalConfig)
+def main(cfg: DictConfig) -> None:
+    checkpoint, out, frames = prepared(cfg, "segmentation", "ciou", PNG_NAME, "segmentation result")
+    if cfg.n > len(frames):
+        raise UserError(f"n={cfg.n}: choose between 1 and the {len(frames)} annotated frames of the seeds asked for")
+    model = load_grounding_model(checkpoint)
+    result = evaluate_segmentation(model, frames, cfg.n, cfg.seed, cfg.batch, out, cfg.progress)
+    result = {**described(cfg, checkpoint, frames), "frames": cfg.n, **result}
     write_json_atomically(out / RESULTS_FILE, result)
     per_class = ", ".join(f"{c} {v:.3f}" for c, v in result["ciou_per_class"].items())
     print(
