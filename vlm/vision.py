@@ -43,6 +43,8 @@ def preprocess_images(
     frames: np.ndarray | torch.Tensor, size: int, mean: tuple = CLIP_MEAN, std: tuple = CLIP_STD
 ) -> torch.Tensor:
     """uint8 frames [..., H, W, 3] -> normalised float32 [..., 3, size, size] (bilinear, antialiased)."""
+    if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+        frames = frames.copy()  # a memory-mapped dataset frame: torch does not wrap read-only arrays
     frames = torch.as_tensor(frames)
     if frames.dtype != torch.uint8 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames shaped [..., H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
