@@ -41,6 +41,7 @@ import numpy as np
 from core import REPO_ROOT
 from core.files import write_json_atomically
 from core.runs import FINAL_DIR
+from vlm.config import MICRO_SIZES
 
 DATA_DIR = Path("~/.cache/vlmplay/data").expanduser()
 DEFAULT_DATA = [DATA_DIR / "spaceinvaders_greedy", DATA_DIR / "carracing"]
@@ -58,19 +59,8 @@ PVP_STAGES = ("pvp_stage1", "pvp_stage2", "pvp_stage3")
 FORMS = ("encoder", "text", "overlay")
 REFUSED = 2  # the exit code of a command that refuses its input (core.errors)
 
-# --smoke: the micro model of the tests, two steps per stage, one frame and a few objects evaluated.
-SMOKE_MODEL = dict(
-    llm_hidden_size=64,
-    llm_intermediate_size=128,
-    llm_layers=2,
-    llm_heads=2,
-    vision_hidden_size=48,
-    vision_intermediate_size=96,
-    vision_layers=1,
-    vision_heads=2,
-    lora_r=4,
-    fourier_features=16,
-)
+# --smoke: the micro model of the tests (vlm.config.MICRO_SIZES), two steps per stage, one frame and a few
+# objects evaluated.
 SMOKE_COLLECT = ["game=spaceinvaders", "policy=random", "episodes=2", "seed=4"]  # random games of 353 and 329 steps
 SMOKE_TRAIN_SEEDS, SMOKE_HELDOUT = "[4]", "[5]"
 SMOKE_STEPS = 2
@@ -101,7 +91,7 @@ class Bench:
         self.run_dir: Path = args.run_dir
         self.data: list[Path] = args.data
         self.common = [f"run_dir={self.run_dir}", f"seeds={args.train_seeds}", "val_seeds=null", "progress=false"]
-        self.model = [f"+model.config.{key}={value}" for key, value in SMOKE_MODEL.items()] if args.smoke else []
+        self.model = [f"+model.config.{key}={value}" for key, value in MICRO_SIZES.items()] if args.smoke else []
 
     def data_arg(self, data: list[Path]) -> str:
         return "data=[" + ",".join(str(path) for path in data) + "]"

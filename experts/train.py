@@ -245,8 +245,8 @@ def algo_keys(algo: str) -> set[str]:
     return named - SET_BY_THE_ZOO | ZOO_KEYS
 
 
-def checked_overrides(cfg: DictConfig) -> dict:
-    """`hyperparams=`, the overrides of the zoo's recipe: a mapping of hyperparameters `algo` takes."""
+def checked_overrides(cfg: DictConfig, recipe: dict) -> dict:
+    """`hyperparams=`, the overrides of the zoo's `recipe`: a mapping of hyperparameters `algo` takes."""
     if cfg.hyperparams is None:
         return {}
     if not isinstance(cfg.hyperparams, DictConfig):
@@ -262,7 +262,7 @@ def checked_overrides(cfg: DictConfig) -> dict:
             f"({ALGOS[cfg.algo].__name__}) or of RL-Zoo3: see rl_zoo3/hyperparams/{cfg.algo}.yml for the names"
         )
     for key, value in overrides.items():
-        check_hyperparameter(key, value, zoo_hyperparams(cfg.algo, get_game(cfg.game).env_id).get(key))
+        check_hyperparameter(key, value, recipe.get(key))
     return overrides
 
 
@@ -442,7 +442,8 @@ def export_folder(cfg: DictConfig, env_id: str, run_dir: Path) -> Path:
 def check_start(cfg: DictConfig, spec: GameSpec, state: RunState) -> None:
     """What the run starts from is there and fits, before anything is written: its checkpoint, or an `init=`
     agent of this game and algo; `export_only=true` needs one of them."""
-    recipe = zoo_hyperparams(cfg.algo, spec.env_id) | checked_overrides(cfg)
+    zoo_recipe = zoo_hyperparams(cfg.algo, spec.env_id)
+    recipe = zoo_recipe | checked_overrides(cfg, zoo_recipe)
     if state.model_path.is_file():
         return
     if cfg.init:

@@ -33,20 +33,9 @@ from train.tasks import TaskMixer
 from train.tasks.game import GameTask
 from train.tasks.pvp import PVPTask, pvp_question
 from vlm import TRAINING_STAGES, VLM, VLMConfig, prompts
+from vlm.config import MICRO_SIZES
 
-# The tiny preset shrunk further so a training step takes milliseconds; same code paths.
-MICRO = dict(
-    llm_hidden_size=64,
-    llm_intermediate_size=128,
-    llm_layers=2,
-    llm_heads=2,
-    vision_hidden_size=48,
-    vision_intermediate_size=96,
-    vision_layers=1,
-    vision_heads=2,
-    lora_r=4,
-    fourier_features=16,
-)
+MICRO = MICRO_SIZES  # the tiny preset shrunk further: a training step takes milliseconds
 MICRO_OVERRIDES = [f"+model.config.{key}={value}" for key, value in MICRO.items()]
 SI_SEEDS = [4, 5]  # random SpaceInvaders episodes of 353 and 329 steps
 KILL_POLL_S = 0.05

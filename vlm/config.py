@@ -105,6 +105,21 @@ class VLMConfig:
         return getattr(torch, self.dtype)
 
 
+# The tiny preset shrunk further (VLMConfig.preset("tiny", **MICRO_SIZES)): a training step takes milliseconds on
+# the same code paths. The tests' model and the benchmarks' --smoke runs.
+MICRO_SIZES = dict(
+    llm_hidden_size=64,
+    llm_intermediate_size=128,
+    llm_layers=2,
+    llm_heads=2,
+    vision_hidden_size=48,
+    vision_intermediate_size=96,
+    vision_layers=1,
+    vision_heads=2,
+    lora_r=4,
+    fourier_features=16,
+)
+
 PRESETS = {
     # Initialised from scratch, trains on a 2-core CPU: 3.90M parameters with the default tokenizer.
     "tiny": dict(vision_stem="conv"),
