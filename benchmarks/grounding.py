@@ -16,12 +16,11 @@ then cIoU (`python -m eval.segment`) on --frames held-out frames of each annotat
 
 table9 (SPHINX-V Table 9: how should a visual prompt reach the model?): the same two-stage visual prompt
 training (`python -m train recipe=visual_prompt`, from --pvp) with the marks given as
-  - the visual prompt encoder's slots (form=encoder, what the task does today),
+  - the visual prompt encoder's slots (form=encoder, the task's default),
   - coordinates written in the question text (form=text),
   - marks alpha-blended onto the image (form=overlay);
-then referring object classification (`python -m eval.refer`, points and boxes) on --objects held-out objects.
-The text and overlay arms need a `form` option of the visual_prompt task and of eval.refer; until both have
-one, those arms are reported as not run, with the refusal.
+(vlm.marks) then referring object classification (`python -m eval.refer form=...`, points and boxes) on
+--objects held-out objects, each arm evaluated in the form it was trained with.
 
 Every arm runs for --seeds training seeds (0, 1, ...): the table gives mean ± std across them, results.json every
 number. Training resumes and evaluations already written are kept: run it again after a kill. Each game's
@@ -41,6 +40,7 @@ import numpy as np
 from core import REPO_ROOT
 from core.files import write_json_atomically
 from core.runs import FINAL_DIR
+from vlm import marks
 from vlm.config import MICRO_SIZES
 
 DATA_DIR = Path("~/.cache/vlmplay/data").expanduser()
@@ -56,8 +56,6 @@ SEGMENTATION_STAGE = "segmentation"  # recipe=segmentation's one stage
 VP_STAGES = ("visual_prompt_stage1", "visual_prompt_stage2")  # recipe=visual_prompt's
 VISUAL_PROMPT_STAGE = VP_STAGES[-1]
 PVP_STAGES = ("pvp_stage1", "pvp_stage2", "pvp_stage3")
-FORMS = ("encoder", "text", "overlay")
-REFUSED = 2  # the exit code of a command that refuses its input (core.errors)
 
 # --smoke: the micro model of the tests (vlm.config.MICRO_SIZES), two steps per stage, one frame and a few
 # objects evaluated.
@@ -72,16 +70,13 @@ def smoke_stage(stage: str, **task_options) -> list[str]:
     return options + [f"{prefix}.tasks.{task}={value}" for task, value in task_options.items()]
 
 
-def python(*args: str, refusable: bool = False) -> str | None:
-    """Run `python ARGS` in the repo; None when it succeeded, its error line when it refused (refusable=True)."""
+def python(*args: str) -> None:
+    """Run `python ARGS` in the repo; stop with its error when it fails."""
     print("$ python", " ".join(args), flush=True)
     result = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
-    if result.returncode == REFUSED and refusable:
-        return result.stderr.strip().splitlines()[-1]
     if result.returncode:
         sys.stderr.write(result.stderr)
         raise SystemExit(f"failed ({result.returncode}): python {' '.join(args)}")
-    return None
 
 
 class Bench:
@@ -96,26 +91,24 @@ class Bench:
     def data_arg(self, data: list[Path]) -> str:
         return "data=[" + ",".join(str(path) for path in data) + "]"
 
-    def train(self, run: str, seed: int, init: str, *overrides: str, refusable: bool = False) -> str | None:
+    def train(self, run: str, seed: int, init: str, *overrides: str) -> None:
         """`python -m train` of one arm and training seed; init=none builds the model from the same seed."""
         new_model = [*self.model, f"+model.config.seed={seed}"] if init == "none" else []
-        return python(
+        python(
             "-m", "train", self.data_arg(self.data), *self.common, f"run={run}", f"seed={seed}", f"init={init}",
-            *new_model, *overrides, *self.args.train_args, refusable=refusable,
+            *new_model, *overrides, *self.args.train_args,
         )  # fmt: skip
 
-    def evaluate(self, module: str, checkpoint: Path, out: Path, *options: str, refusable: bool = False) -> dict:
+    def evaluate(self, module: str, checkpoint: Path, out: Path, *options: str) -> dict:
         """`python -m eval.<module>` on every dataset's held-out episodes -> {game: results.json}."""
         results = {}
         for dataset in self.data:
             folder = out / dataset.name
             if not (folder / "results.json").is_file():
-                refused = python(
+                python(
                     "-m", f"eval.{module}", f"checkpoint={checkpoint}", f"images={dataset}",
-                    f"seeds={self.args.heldout}", f"out={folder}", "progress=false", *options, refusable=refusable,
+                    f"seeds={self.args.heldout}", f"out={folder}", "progress=false", *options,
                 )  # fmt: skip
-                if refused:
-                    return {"refused": refused}
             result = json.loads((folder / "results.json").read_text())
             results[result["game"]] = result
         return results
@@ -162,28 +155,16 @@ class Bench:
         if self.args.smoke:
             smoke = [arg for stage in VP_STAGES for arg in smoke_stage(stage, **{"visual_prompt.batch_size": 2})]
         results = {}
-        for form in FORMS:
-            # "encoder" is what the task and eval.refer do without the option; the others need it
-            new_form = form != "encoder"
-            form_train = [f"++recipe.stages.{stage}.tasks.visual_prompt.form={form}" for stage in VP_STAGES]
-            form_train = form_train if new_form else []
-            form_eval = [f"++form={form}"] if new_form else []
-            runs, refused = [], None
+        for form in marks.FORMS:
+            form_train = [f"recipe.stages.{stage}.tasks.visual_prompt.form={form}" for stage in VP_STAGES]
+            runs = []
             for seed in range(self.args.seeds):
                 run = f"table9_{form}_s{seed}"
-                refused = self.train(run, seed, init, "recipe=visual_prompt", *smoke, *form_train, refusable=new_form)
-                if refused:
-                    break
+                self.train(run, seed, init, "recipe=visual_prompt", *smoke, *form_train)
                 checkpoint = self.run_dir / run / VISUAL_PROMPT_STAGE / FINAL_DIR
-                objects = f"n={self.args.objects}"
-                result = self.evaluate(
-                    "refer", checkpoint, self.out / "table9" / run, objects, *form_eval, refusable=new_form
-                )
-                refused = result.get("refused")
-                if refused:
-                    break
-                runs.append(result)
-            results[form] = {"refused": refused} if refused else {"init": init, "seeds": runs}
+                objects, form_eval = f"n={self.args.objects}", f"form={form}"
+                runs.append(self.evaluate("refer", checkpoint, self.out / "table9" / run, objects, form_eval))
+            results[form] = {"init": init, "seeds": runs}
         return results
 
 
@@ -202,14 +183,10 @@ def table7_text(results: dict) -> str:
 
 
 def table9_text(results: dict) -> str:
-    ran = [entry for entry in results.values() if "seeds" in entry]
-    games = sorted({game for entry in ran for run in entry["seeds"] for game in run})
+    games = sorted({game for entry in results.values() for run in entry["seeds"] for game in run})
     header = " | ".join(f"{kind} {g}" for g in games for kind in ("points", "boxes"))
     lines = [f"| visual prompt as | {header} | seeds |", "|---" * (2 * len(games) + 2) + "|"]
     for form, entry in results.items():
-        if "refused" in entry:
-            lines.append(f"| {form} | not run: {entry['refused']} |")
-            continue
         cells = [
             mean_std([run[game][f"accuracy_{kind}"] for run in entry["seeds"] if game in run])
             for game in games

@@ -2,8 +2,9 @@
 
 Referring object classification (SPHINX-V's protocol, after Ferret's on LVIS) on held-out annotated frames. n
 objects are drawn (with `seed`): a frame, a label present in it, an object of that label (each uniformly, so
-every class is asked, not mostly the 36 aliens). Each object is marked twice in the visual prompt encoder's first
-slot, once by a point (a random pixel of its mask) and once by its box, and asked
+every class is asked, not mostly the 36 aliens). Each object is marked twice as mark 1 (`form`, vlm.marks: the
+visual prompt encoder's first slot, the coordinates in the question or the mark drawn onto the frame), once by a
+point (a random pixel of its mask) and once by its box, and asked
 visual_prompt_question(kind); the model chooses between "<Mark 1>: {its label}" and "<Mark 1>: {a distractor}"
 (another label of the game, drawn uniformly), whichever answer (tokens and eos) is the more likely. The two
 candidates are put in a random (seeded) order and a tie goes to the first, so that a model that cannot tell them
@@ -34,10 +35,10 @@ from core.schema import option
 from eval.options import RESULTS_FILE, ImageEvalConfig
 from eval.segment import described, load_grounding_model, prepared
 from eval.stats import bootstrap_ci
-from vlm import KIND_BOX, KIND_POINT, VLM, encode, normalize_box, normalize_point, prompts
+from vlm import VLM, marks, normalize_box, normalize_point, prompts
 from vlm.scoring import choose_after_prefix
 
-KINDS = {"point": (prompts.POINT, KIND_POINT), "box": (prompts.REGION, KIND_BOX)}  # result name -> (text, encoder)
+KINDS = {"point": prompts.POINT, "box": prompts.REGION}  # result name -> the mark's kind
 PNG_NAME = re.compile(r"object_\d{5}\.png")  # one per drawn object, numbered in drawing order
 PNG_UPSCALE = 3  # each frame pixel becomes 3x3 pixels in the PNGs
 CAPTION_HEIGHT = 28  # pixels below the frames, two lines of text
@@ -93,41 +94,34 @@ def slot_coords(item: dict, kind: str, width: int, height: int) -> list[float]:
 
 
 class Referrer:
-    """log-likelihood of every label's answer for one object marked in slot 1 of the visual prompt encoder."""
+    """log-likelihood of every label's answer for one object marked as mark 1 in `form` (vlm.marks)."""
 
-    def __init__(self, model: VLM, labels: tuple[str, ...], batch: int):
-        self.model, self.labels, self.batch = model, labels, batch
-        slots = model.config.num_prompt_slots
-        self.questions = {
-            kind: torch.tensor(
-                [encode(model.tokenizer, prompts.visual_prompt_question(text), None, model.num_image_tokens, slots)[0]],
-                device=model.device,
-            )  # [1, L]
-            for kind, (text, _) in KINDS.items()
-        }
+    def __init__(self, model: VLM, labels: tuple[str, ...], batch: int, form: str):
+        self.model, self.labels, self.batch, self.form = model, labels, batch, form
         self.answers = {
-            kind: [prompts.visual_prompt_answer([label], text) for label in labels] for kind, (text, _) in KINDS.items()
+            kind: [prompts.visual_prompt_answer([label], mark_kind) for label in labels]
+            for kind, mark_kind in KINDS.items()
         }
 
     @torch.inference_mode()
     def image_tokens(self, frame: np.ndarray) -> torch.Tensor:
         return self.model.encode_images(self.model.preprocess(frame[None]))  # [1, T, D]
 
-    def __call__(self, image_tokens: torch.Tensor, kind: str, coords: list[float]) -> dict[str, float]:
-        """-> {label: log P(answer naming it)} for the object marked by `coords` as a `kind`."""
-        model, slots = self.model, self.model.config.num_prompt_slots
-        prompt_coords = torch.zeros(1, slots, 4)  # [1, S, 4]
-        prompt_coords[0, 0] = torch.tensor(coords)
-        prompt_kinds = torch.zeros(1, slots, dtype=torch.long)  # [1, S]
-        prompt_kinds[0, 0] = KINDS[kind][1]
-        prompt_valid = torch.zeros(1, slots, dtype=torch.bool)  # [1, S]
-        prompt_valid[0, 0] = True
-        with torch.inference_mode():
-            embeds = model.embed(
-                self.questions[kind], image_tokens=image_tokens, prompt_coords=prompt_coords,
-                prompt_kinds=prompt_kinds, prompt_valid=prompt_valid,
-            )  # [1, L, D]  # fmt: skip
-            scores = choose_after_prefix(model, embeds, [[]], self.answers[kind], self.batch)[0]  # [C]
+    @torch.inference_mode()
+    def __call__(self, frame: np.ndarray, tokens: torch.Tensor, kind: str, coords: list[float]) -> dict[str, float]:
+        """-> {label: log P(answer naming it)} for the object of `frame` (its image `tokens` given) marked by
+        `coords` as a `kind`."""
+        model = self.model
+        presented = marks.present(self.form, frame, [coords], KINDS[kind])
+        if presented.frame is not frame:  # the overlay: the model sees the frame with the mark drawn
+            tokens = self.image_tokens(presented.frame)
+        sample = presented.sample_keys()
+        batch = model.collate([sample])
+        embeds = model.embed(
+            batch["input_ids"].to(model.device), image_tokens=tokens, prompt_coords=batch.get("prompt_coords"),
+            prompt_kinds=batch.get("prompt_kinds"), prompt_valid=batch.get("prompt_valid"),
+        )  # [1, L, D]  # fmt: skip
+        scores = choose_after_prefix(model, embeds, [[]], self.answers[kind], self.batch)[0]  # [C]
         return dict(zip(self.labels, scores.tolist()))
 
 
@@ -202,13 +196,21 @@ def accuracies(items: list[dict], kind: str, labels: tuple[str, ...]) -> dict:
 
 
 def evaluate_referring(
-    model: VLM, frames: AnnotatedFrames, n: int, seed: int, batch: int, pngs: int, out: Path, progress: bool = True
+    model: VLM,
+    frames: AnnotatedFrames,
+    n: int,
+    seed: int,
+    batch: int,
+    pngs: int,
+    out: Path,
+    progress: bool = True,
+    form: str = "encoder",
 ) -> dict:
-    """Referring classification accuracy on n objects drawn (seeded) from `frames`, each as a point and as a box;
-    PNGs of the first `pngs` objects into out."""
+    """Referring classification accuracy on n objects drawn (seeded) from `frames`, each as a point and as a box,
+    marked in `form`; PNGs of the first `pngs` objects into out."""
     items = draw_objects(frames, n, np.random.default_rng(seed))
     labels = LABELS[frames.game]
-    referrer = Referrer(model, labels, batch)
+    referrer = Referrer(model, labels, batch, form)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for number, item in enumerate(tqdm(items, desc="refer", unit="object", disable=not progress)):
@@ -216,7 +218,7 @@ def evaluate_referring(
         tokens = referrer.image_tokens(frame)
         height, width, _ = frame.shape
         for kind in KINDS:
-            scores = referrer(tokens, kind, slot_coords(item, kind, width, height))
+            scores = referrer(frame, tokens, kind, slot_coords(item, kind, width, height))
             item[f"{kind}_result"] = judged(scores, item)
         if number < pngs:
             item["png"] = f"object_{number:05d}.png"
@@ -224,6 +226,7 @@ def evaluate_referring(
     seconds = time.perf_counter() - start
     prompts_asked = len(KINDS) * n
     return {
+        "form": form,
         "objects": n,
         "prompts": prompts_asked,
         **accuracies(items, "point", labels),
@@ -238,6 +241,7 @@ def evaluate_referring(
 @dataclass
 class ReferConfig(ImageEvalConfig):
     pngs: int = option(minimum=0)
+    form: str = option(choices=tuple(marks.FORMS))
 
 
 @command("refer", ReferConfig)
@@ -245,11 +249,11 @@ def main(cfg: DictConfig) -> None:
     what = "referring classification result"
     checkpoint, out, frames = prepared(cfg, "visual_prompt", "accuracy_point", PNG_NAME, what)
     model = load_grounding_model(checkpoint)
-    result = evaluate_referring(model, frames, cfg.n, cfg.seed, cfg.batch, cfg.pngs, out, cfg.progress)
+    result = evaluate_referring(model, frames, cfg.n, cfg.seed, cfg.batch, cfg.pngs, out, cfg.progress, cfg.form)
     result = {**described(cfg, checkpoint, frames), **result}
     write_json_atomically(out / RESULTS_FILE, result)
     print(
-        f"referring classification over {cfg.n} objects: points {result['accuracy_point']:.1%} "
+        f"referring classification over {cfg.n} objects ({cfg.form} marks): points {result['accuracy_point']:.1%} "
         f"(95 % CI {result['accuracy_point_ci95_low']:.1%}-{result['accuracy_point_ci95_high']:.1%}), "
         f"boxes {result['accuracy_box']:.1%} "
         f"(95 % CI {result['accuracy_box_ci95_low']:.1%}-{result['accuracy_box_ci95_high']:.1%}); "

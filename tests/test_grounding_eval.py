@@ -29,7 +29,7 @@ from eval.segment import (
     load_grounding_model,
     overlay,
 )
-from vlm import IGNORE_INDEX, VLM, VLMConfig, prompts
+from vlm import IGNORE_INDEX, VLM, VLMConfig, marks, prompts
 from vlm.model import positions
 from vlm.scoring import SIZE, MaskPredictor, grid_targets, overlap
 
@@ -137,22 +137,23 @@ def test_mask_is_the_likelier_answer_of_full_sequence_likelihoods(model, annotat
     assert checked >= 6
 
 
-def test_referring_scores_are_full_sequence_likelihoods(model, annotated):
+@pytest.mark.parametrize("form", marks.FORMS)
+def test_referring_scores_are_full_sequence_likelihoods(model, annotated, form):
+    """Every form's scores are what one forward pass over the marked input gives: the encoder's slot 1, the
+    coordinates in the question, the frame with the mark drawn."""
     frames = AnnotatedFrames(annotated)
     frame, objects = frames.frame(100), frames.objects(100)
-    referrer = Referrer(model, LABELS["spaceinvaders"], batch=4)
+    referrer = Referrer(model, LABELS["spaceinvaders"], batch=4, form=form)
     tokens = referrer.image_tokens(frame)
     item = {"point": [int(v) for v in np.argwhere(objects[0].mask)[0][::-1]], "box": list(objects[0].box)}
-    for kind, (text, code) in eval.refer.KINDS.items():
+    for kind, mark_kind in eval.refer.KINDS.items():
         coords = slot_coords(item, kind, frame.shape[1], frame.shape[0])
-        scores = referrer(tokens, kind, coords)
-        visual = dict(prompt_coords=np.array([coords], np.float32), prompt_kinds=np.array([code]))
-        question = prompts.visual_prompt_question(text)
+        scores = referrer(frame, tokens, kind, coords)
+        presented = marks.present(form, frame, [coords], mark_kind)
         for label in ("cannon", "ufo"):
-            answer = prompts.visual_prompt_answer([label], text)
-            assert scores[label] == pytest.approx(
-                full_log_likelihood(model, frame, question, answer, **visual), rel=1e-5, abs=1e-3
-            )
+            answer = prompts.visual_prompt_answer([label], mark_kind)
+            expected = full_log_likelihood(model, presented.frame, answer=answer, **presented.sample_keys())
+            assert scores[label] == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
 
 def png_cells(png: np.ndarray, row: int, column: int) -> np.ndarray:

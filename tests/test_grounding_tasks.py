@@ -29,7 +29,7 @@ from train.packing import pack_row
 from train.tasks import TASKS
 from train.tasks.segmentation import VALIDATION_FILE as SEGMENTATION_REPORT
 from train.tasks.visual_prompt import VALIDATION_FILE as VISUAL_PROMPT_REPORT
-from vlm import KIND_BOX, KIND_POINT, TRAINING_STAGES, VLM, VLMConfig, encode, prompts
+from vlm import KIND_BOX, KIND_POINT, TRAINING_STAGES, VLM, VLMConfig, encode, marks, prompts
 from vlm.prompt_encoder import BOX_SCALE_RANGE, BOX_SHIFT_FRACTION
 from vlm.scoring import SIZE
 
@@ -147,7 +147,8 @@ def test_visual_prompts_mark_the_objects_they_name(sources, micro_model):
         assert drawn["prompt"] == prompts.visual_prompt_question(kind)
         name = "Mark" if kind == prompts.POINT else "Region"
         assert drawn["answer"] == "\n".join(f"<{name} {i + 1}>: {o.label}" for i, o in enumerate(objects))
-        coords = drawn["prompt_coords"]
+        coords = drawn["marks"]
+        assert np.array_equal(drawn["prompt_coords"], coords)
         assert coords.shape == (len(objects), 4) and (coords >= 0).all() and (coords <= 1).all()
         for (x0, y0, x1, y1), obj in zip(coords, objects):
             if kind == prompts.POINT:
@@ -183,6 +184,36 @@ def test_visual_prompts_mark_the_objects_they_name(sources, micro_model):
 
     points = build("visual_prompt", sources, batch_size=4, kinds=["point"])
     assert {points.draw(rng, SLOTS)["kind"] for _ in range(10)} == {prompts.POINT}
+
+
+def test_visual_prompts_in_text_or_drawn_onto_the_frame_leave_the_encoder_out(sources, micro_model):
+    """form=text writes each mark's 64x64-grid location in the question, form=overlay blends each mark onto the
+    frame in its own colour; neither fills a slot of the visual prompt encoder. Same draws as form=encoder."""
+    forms = {form: build("visual_prompt", sources, batch_size=4, form=form) for form in marks.FORMS}
+    for seed in range(20):
+        drawn = {form: task.draw(np.random.default_rng(seed), SLOTS) for form, task in forms.items()}
+        encoder, text, overlay = drawn["encoder"], drawn["text"], drawn["overlay"]
+        assert np.array_equal(text["marks"], encoder["marks"]) and text["answer"] == encoder["answer"]
+        assert "prompt_coords" not in text and "prompt_coords" not in overlay
+        original = encoder["annotated"].frame(encoder["index"])
+        assert np.array_equal(text["frame"], original)
+        kind, name = encoder["kind"], prompts.PROMPT_NAMES[encoder["kind"]]
+        assert prompts.PROMPT_MARKER not in text["prompt"] + overlay["prompt"]
+        height, width = original.shape[:2]
+        for i, (x0, y0, x1, y1) in enumerate(encoder["marks"]):
+            corners = [y0, x0] if kind == prompts.POINT else [y0, x0, y1, x1]
+            location = ",".join(str(min(int(v * SIZE), SIZE - 1)) for v in corners)
+            assert f"<{name} {i + 1}> loc: [{location}]" in text["prompt"]
+            if kind == prompts.POINT:  # the mark's centre pixel is blended with mark i's colour
+                y, x = min(int(y0 * height), height - 1), min(int(x0 * width), width - 1)
+                colour = np.array(marks.MARK_COLOURS[i])
+                blend = (1 - marks.OVERLAY_ALPHA) * original[y, x] + marks.OVERLAY_ALPHA * colour
+                if i == len(encoder["marks"]) - 1:  # the last mark drawn is on top
+                    assert np.abs(overlay["frame"][y, x] - blend).max() <= 0.5
+        changed = (overlay["frame"] != original).any(-1)
+        assert changed.any() and changed.mean() < 0.5
+    batch = forms["overlay"].batch(micro_model, np.random.default_rng(3), 4)
+    assert "prompt_coords" not in batch and batch["images"].shape[0] == 4
 
 
 # ---- losses and the parts they train --------------------------------------------------------------

@@ -73,10 +73,16 @@ def game_prompt(num_frames: int, instruction: str, game_id: str) -> str:
     return IMAGE_BLOCK * num_frames + f" {text} choose an action from Action Space: "
 
 
-def visual_prompt_question(kind: str) -> str:
+def visual_prompt_question(kind: str, in_slots: bool = True, locations: list[list[int]] = ()) -> str:
+    """SPHINX-V's question; the marks in the encoder's slots (PROMPT_MARKER) or, when not, each mark's location
+    written after the image ("<Mark 1> loc: [y,x]") if given (vlm.marks)."""
     if kind not in PROMPT_NAMES:
         raise ValueError(f"unknown visual prompt kind {kind!r}; choose {POINT!r} or {REGION!r}")
-    return f"{IMAGE_BLOCK}{PROMPT_MARKER} Please identify the labels of each marked {kind} in the image."
+    marker = PROMPT_MARKER if in_slots else ""
+    written = "".join(
+        f" {prompt_reference(kind, i)} loc: [{','.join(map(str, location))}]" for i, location in enumerate(locations)
+    )
+    return f"{IMAGE_BLOCK}{marker}{written} Please identify the labels of each marked {kind} in the image."
 
 
 def prompt_reference(kind: str, index: int) -> str:

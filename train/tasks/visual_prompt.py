@@ -1,8 +1,10 @@
 """visual_prompt: SPHINX-V's referring object classification. An annotated frame of a collected dataset
 (`python -m collect.annotate`), one kind of mark per sample (`kinds`: point, region), 1 to num_prompt_slots (10)
-of its objects, each marked in a slot of the visual prompt encoder: a point is a pixel of the object's mask drawn
-uniformly, a region its box with SPHINX-V's noise (vlm.prompt_encoder.jitter_box); "Please identify the labels of
-each marked point in the image." -> "<Mark 1>: alien\\n<Mark 2>: shield" (<Region i> for boxes).
+of its objects, each marked: a point is a pixel of the object's mask drawn uniformly, a region its box with
+SPHINX-V's noise (vlm.prompt_encoder.jitter_box); "Please identify the labels of each marked point in the image."
+-> "<Mark 1>: alien\\n<Mark 2>: shield" (<Region i> for boxes). `form` says how the marks reach the model
+(vlm.marks): in the visual prompt encoder's slots (encoder), written in the question (text) or drawn onto the
+frame (overlay).
 
 Objects are drawn with every class of the frame equally likely (a SpaceInvaders frame holds up to 36 aliens and
 one cannon), without repeats; the number of marks is uniform in 1..min(slots, objects).
@@ -39,21 +41,21 @@ from train.tasks.grounding import (
     setting,
     visible,
 )
-from vlm import KIND_BOX, KIND_POINT, VLM, jitter_box, normalize_box, normalize_point, prompts
+from vlm import VLM, jitter_box, marks, normalize_box, normalize_point, prompts
 from vlm.tokenizer import encode_answer
 
-KIND_CODES = {prompts.POINT: KIND_POINT, prompts.REGION: KIND_BOX}  # the encoder's slot kind of each mark kind
 SEED_MAX = 2**62  # the box noise generator's seed is drawn below this
 VALIDATION_FILE = "visual_prompt_validation.json"
 VALIDATION_SEED = 0  # which held-out prompts are validated on: the same ones for every model
 VALIDATION_BATCH = 16  # prompts per generate() call
 ANSWER_MARGIN = 8  # tokens generated past the longest true answer: room for a wrong, longer label
 METRIC_PREFIX = "visual_prompt_"
+REPORT_KEYS = ("seeds", "samples_per_kind", "kinds", "form")  # what a kept validation report must match
 
 
 def check_kinds(key: str, kinds) -> None:
-    if not kinds or any(kind not in KIND_CODES for kind in kinds) or len(set(kinds)) < len(kinds):
-        raise UserError(f"{key}={list(kinds)}: give a list of distinct kinds among {', '.join(KIND_CODES)}")
+    if not kinds or any(kind not in marks.KIND_CODES for kind in kinds) or len(set(kinds)) < len(kinds):
+        raise UserError(f"{key}={list(kinds)}: give a list of distinct kinds among {', '.join(marks.KIND_CODES)}")
 
 
 @dataclass
@@ -62,6 +64,7 @@ class VisualPromptOptions:
     batch_size: int = setting(16, minimum=1)  # prompts (frames) per micro-batch
     kinds: list[str] = setting((prompts.POINT, prompts.REGION), check=check_kinds)  # each sample one of these
     val_samples: int = setting(32, minimum=1)  # held-out prompts of each kind validated on
+    form: str = setting("encoder", choices=tuple(marks.FORMS))  # how the marks reach the model
 
 
 def mark(
@@ -94,6 +97,7 @@ class VisualPromptTask(Task):
     pool: FramePool
     kinds: list[str]
     val_samples: int
+    form: str = "encoder"
     validation: list[AnnotatedFrames] | None = None
     val_seeds: list[int] | None = None
 
@@ -104,11 +108,13 @@ class VisualPromptTask(Task):
         settings = checked_options("visual_prompt", options, VisualPromptOptions)
         pool = FramePool(annotated_frames("visual_prompt", sources, game))
         validation = held_out_frames("visual_prompt", sources, game, val_seeds) if val_seeds else None
-        return cls(pool, list(settings.kinds), settings.val_samples, validation, list(val_seeds) if val_seeds else None)
+        held = list(val_seeds) if val_seeds else None
+        return cls(pool, list(settings.kinds), settings.val_samples, settings.form, validation, held)
 
     def draw(self, rng: np.random.Generator, slots: int, kind: str | None = None, noise: bool = True) -> dict:
         """A frame (`annotated`'s `index`-th) and 1..slots of its visible objects marked with `kind` (drawn from
-        `kinds` when None): the sample (collate's keys), the objects and their labels."""
+        `kinds` when None) in the task's form: the sample (collate's keys; "frame" is what the model sees), the
+        marks, the objects and their labels."""
         kind = kind or self.kinds[int(rng.integers(len(self.kinds)))]
         for _ in range(MAX_DRAWS):
             frames, index = self.pool.draw(rng)
@@ -123,22 +129,22 @@ class VisualPromptTask(Task):
         generator = torch.Generator().manual_seed(int(rng.integers(SEED_MAX))) if noise else None
         coords = [mark(obj, kind, width, height, rng, generator) for obj in chosen]
         labels = [obj.label for obj in chosen]
+        presented = marks.present(self.form, frame, coords, kind)
         return dict(
-            frame=frame,
+            frame=presented.frame,
             annotated=frames,
             index=index,
             kind=kind,
+            marks=np.array(coords, dtype=np.float32),  # [k, 4]
             objects=chosen,
             labels=labels,
-            prompt=prompts.visual_prompt_question(kind),
             answer=prompts.visual_prompt_answer(labels, kind),
-            prompt_coords=np.array(coords, dtype=np.float32),  # [k, 4]
-            prompt_kinds=np.full(len(chosen), KIND_CODES[kind], dtype=np.int64),  # [k]
+            **presented.sample_keys(),
         )
 
     def sample(self, model: VLM, drawn: dict, answer: bool = True) -> dict:
         keys = ("prompt", "prompt_coords", "prompt_kinds") + (("answer",) if answer else ())
-        return dict(images=model.preprocess(drawn["frame"][None]), **{key: drawn[key] for key in keys})
+        return dict(images=model.preprocess(drawn["frame"][None]), **{key: drawn[key] for key in keys if key in drawn})
 
     def batch(self, model: VLM, rng: np.random.Generator, batch_size: int) -> dict:
         slots = model.config.num_prompt_slots
@@ -152,8 +158,8 @@ class VisualPromptTask(Task):
             return None
         path = stage_dir / VALIDATION_FILE
         report = json.loads(path.read_text()) if path.is_file() else None
-        expected = (self.val_seeds, self.val_samples, self.kinds)
-        if report is None or (report["seeds"], report["samples_per_kind"], report["kinds"]) != expected:
+        expected = (self.val_seeds, self.val_samples, self.kinds, self.form)
+        if report is None or tuple(report.get(key) for key in REPORT_KEYS) != expected:
             report = self.validate_labels(load_model())
             write_json_atomically(path, report)
         metrics = {f"{METRIC_PREFIX}accuracy_{kind}": report["accuracy"][kind] for kind in self.kinds}
@@ -163,7 +169,7 @@ class VisualPromptTask(Task):
     @torch.inference_mode()
     def validate_labels(self, model: VLM) -> dict:
         """Label accuracy of the model's generated answers on val_samples held-out prompts of each kind."""
-        held = VisualPromptTask(FramePool(self.validation), self.kinds, self.val_samples)
+        held = VisualPromptTask(FramePool(self.validation), self.kinds, self.val_samples, self.form)
         rng = np.random.default_rng(VALIDATION_SEED)
         slots = model.config.num_prompt_slots
         correct, marks, true_labels, began = Counter(), Counter(), [], time.perf_counter()
@@ -177,9 +183,9 @@ class VisualPromptTask(Task):
                     [d["prompt"] for d in chunk],
                     images=batch["images"],
                     max_new_tokens=longest + ANSWER_MARGIN,
-                    prompt_coords=batch["prompt_coords"],
-                    prompt_kinds=batch["prompt_kinds"],
-                    prompt_valid=batch["prompt_valid"],
+                    prompt_coords=batch.get("prompt_coords"),
+                    prompt_kinds=batch.get("prompt_kinds"),
+                    prompt_valid=batch.get("prompt_valid"),
                 )
                 for d, text in zip(chunk, answers):
                     named = prompts.parse_visual_prompt_answer(text, kind)
@@ -190,6 +196,7 @@ class VisualPromptTask(Task):
         return {
             "seeds": self.val_seeds,
             "kinds": self.kinds,
+            "form": self.form,
             "samples_per_kind": self.val_samples,
             "marks": dict(marks),
             "accuracy": {kind: correct[kind] / marks[kind] for kind in self.kinds},
@@ -204,6 +211,6 @@ def describe(report: dict) -> str:
         f"{kind} {report['accuracy'][kind]:.3f} ({report['marks'][kind]} marks)" for kind in report["kinds"]
     )
     return (
-        f"visual_prompt validation, seeds {report['seeds']}: label accuracy {accuracies}; always "
-        f"{report['majority_label']!r}: {report['majority_accuracy']:.3f}"
+        f"visual_prompt validation ({report['form']} marks), seeds {report['seeds']}: label accuracy {accuracies}; "
+        f"always {report['majority_label']!r}: {report['majority_accuracy']:.3f}"
     )
