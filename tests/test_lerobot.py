@@ -4,8 +4,8 @@ A real dataset (two random SpaceInvaders episodes) is exported with PNG frames a
 read back three ways: with pyarrow and PIL (the files themselves), with ImageSources (what `python -m train
 data=[...]` opens) and with LeRobot itself, whose LeRobotDataset must give every frame and value back. LeRobot
 pins torch and numpy below this project's pins, so it cannot be installed beside it: its checks run in the
-interpreter VLMPLAY_LEROBOT_PYTHON names (a venv with `lerobot[dataset]`, see collect/README.md), or in this one
-where lerobot imports, and are skipped otherwise.
+interpreter VLMPLAY_LEROBOT_PYTHON names, else in the venv `.ci/lerobot-venv` makes (~/.cache/vlmplay/lerobot-venv),
+else in this one where lerobot imports, and are skipped otherwise.
 """
 
 import io
@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -28,6 +29,7 @@ from collect.sources import ImageSources
 from core.errors import UserError
 
 LEROBOT_PYTHON = "VLMPLAY_LEROBOT_PYTHON"
+LEROBOT_VENV_PYTHON = Path("~/.cache/vlmplay/lerobot-venv/bin/python").expanduser()  # what .ci/lerobot-venv makes
 MAX_VIDEO_ERROR = 3.0  # mean absolute error of an H.264 frame (CRF 23, 4:2:0) from its source, 0-255 (worst: 2.23)
 VALUES = ("action", "action_code", "next.reward", "next.terminated", "next.truncated", "episode_index", "frame_index")
 READ_WITH_LEROBOT = """
@@ -107,10 +109,10 @@ def collected_arrays(root) -> dict[str, np.ndarray]:
 
 def read_with_lerobot(root, tmp_path) -> dict[str, np.ndarray]:
     """The export as LeRobot's LeRobotDataset gives it, item by item, from local files only."""
-    python = os.environ.get(LEROBOT_PYTHON)
+    python = os.environ.get(LEROBOT_PYTHON) or (str(LEROBOT_VENV_PYTHON) if LEROBOT_VENV_PYTHON.is_file() else None)
     if not python:
         pytest.importorskip(
-            "lerobot", reason=f"no LeRobot: set {LEROBOT_PYTHON} to its venv's python (collect/README.md)"
+            "lerobot", reason=f"no LeRobot: run .ci/lerobot-venv, or set {LEROBOT_PYTHON} to a venv's python with it"
         )
         python = sys.executable
     out = tmp_path / "lerobot.npz"
