@@ -1,8 +1,8 @@
 """Scoring answers instead of generating them, and the referring-segmentation target and its cIoU.
 
 A question's image and the start of its text (bos, the image block, "[segmentation] {phrase} loc: [") run once
-into a KV cache; every (question, candidate answer) pair continues from it, and a candidate's score is the summed
-log-probability of its tokens and eos, as VLM.choose scores one. Training validation (train/tasks) and the
+into a KV cache; every question continues from it once, with its candidate answers as a prefix tree after it, and
+a candidate's score is the summed log-probability of its tokens and eos, as VLM.choose scores one. Training validation (train/tasks) and the
 evaluation commands (eval/) share these, so that both count a mask the same way.
 """
 
@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from vlm import prompts
+from vlm.choice import AnswerTree
 from vlm.model import VLM
 from vlm.tokenizer import common_prefix_length, encode, encode_answer
 
@@ -47,38 +48,6 @@ def ciou(intersections: list[int], unions: list[int]) -> float:
 
 
 @torch.inference_mode()
-def continuation_logprobs(
-    model: VLM, prefix_embeds: torch.Tensor, continuations: list[tuple[list[int], list[int]]], batch: int = SCORE_BATCH
-) -> torch.Tensor:
-    """log p(answer | prefix, context) summed over the answer's tokens, for each (context ids, answer ids) pair
-    continuing prefix_embeds [1, P, D] (the answer ids end with eos, see tokenizer.encode_answer) -> [N] float32."""
-    prefix_length = prefix_embeds.shape[1]
-    out = model.llm(inputs_embeds=prefix_embeds, use_cache=True, logits_to_keep=1)
-    prefix_cache, first_logits = out.past_key_values, out.logits[:, -1].float()  # [1, V]: predicts token 0
-    rows = [context + answer for context, answer in continuations]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths together: little padding
-    scores = torch.zeros(len(rows))
-    for start in range(0, len(order), batch):
-        chunk = order[start : start + batch]
-        length = len(rows[chunk[-1]])
-        ids = torch.full((len(chunk), length), model.tokenizer.pad_token_id, dtype=torch.long)  # [n, L]
-        scored = torch.zeros(len(chunk), length, dtype=torch.bool)  # [n, L]: the answer's tokens
-        for row, index in enumerate(chunk):
-            context, answer = continuations[index]
-            ids[row, : len(rows[index])] = torch.tensor(rows[index])
-            scored[row, len(context) : len(rows[index])] = True
-        ids, scored = ids.to(model.device), scored.to(model.device)
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(len(chunk))
-        positions = torch.arange(prefix_length, prefix_length + length, device=model.device).expand(len(chunk), -1)
-        # Right padding: a real token never attends to the pad tokens after it, so no attention mask is needed.
-        logits = model.llm(input_ids=ids, position_ids=positions, past_key_values=cache).logits.float()  # [n, L, V]
-        predicting = torch.cat([first_logits.expand(len(chunk), 1, -1), logits[:, :-1]], dim=1)  # token t's logits
-        token_logp = predicting.log_softmax(-1).gather(-1, ids[..., None])[..., 0]  # [n, L]
-        scores[chunk] = (token_logp * scored).sum(-1).cpu()
-    return scores
-
-
 def choose_after_prefix(
     model: VLM,
     prefix_embeds: torch.Tensor,
@@ -86,15 +55,63 @@ def choose_after_prefix(
     candidates: list[str],
     batch: int = SCORE_BATCH,
 ) -> torch.Tensor:
-    """Scores [N, C] of each candidate answer after each context ids (N questions sharing prefix_embeds [1, P, D])."""
-    answers = [encode_answer(model.tokenizer, candidate) for candidate in candidates]
-    pairs = [(context, answer) for context in contexts for answer in answers]
-    return continuation_logprobs(model, prefix_embeds, pairs, batch).reshape(len(contexts), len(candidates))
+    """Scores [N, C]: log p(candidate tokens, eos | prefix, context) of each candidate answer after each context
+    ids (N questions sharing prefix_embeds [1, P, D]).
+
+    The prefix runs once into a KV cache. Each context is one row: the context, then every node of the candidates'
+    prefix tree (vlm.choice.AnswerTree), each node attending to the prefix, the context and its own ancestors only,
+    so that a context is fed once however many candidates follow it."""
+    tree = AnswerTree([encode_answer(model.tokenizer, c)[:-1] for c in candidates], model.tokenizer.eos_token_id, False)
+    nodes = tree.rows[0]  # every node; eos is read from the logits, never fed
+    rows, kept, tokens, owners = (torch.tensor(x) for x in tree.terms())  # every term of a score: [T] each
+    prefix_length, device = prefix_embeds.shape[1], model.device
+    out = model.llm(inputs_embeds=prefix_embeds, use_cache=True, logits_to_keep=1)
+    prefix_cache, first_logits = out.past_key_values, out.logits[:, -1].float()  # [1, V]: after the prefix
+    ancestry = tree.ancestry()  # [K, K]
+    order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))  # similar lengths together: little padding
+    scores = torch.zeros(len(contexts), len(candidates))
+    for start in range(0, len(order), batch):
+        chunk = order[start : start + batch]
+        width = len(contexts[chunk[-1]])  # contexts are left-padded to this; the tree follows at width..
+        length = width + len(nodes)
+        ids = torch.full((len(chunk), length), model.tokenizer.pad_token_id, dtype=torch.long)  # [n, L]
+        positions = torch.zeros(len(chunk), length, dtype=torch.long)  # [n, L]
+        allowed = torch.zeros(len(chunk), length, prefix_length + length, dtype=torch.bool)  # [n, L, P+L]
+        allowed[:, :, :prefix_length] = True  # every token (pads too: no empty row) sees the prefix
+        for row, index in enumerate(chunk):
+            context = contexts[index]
+            left = width - len(context)
+            ids[row, left:width] = torch.tensor(context, dtype=torch.long)
+            ids[row, width:] = torch.tensor([tree.token[n] for n in nodes])
+            positions[row, left:width] = torch.arange(prefix_length, prefix_length + len(context))
+            positions[row, width:] = prefix_length + len(context) + torch.tensor([tree.depth[n] for n in nodes])
+            context_keys = slice(prefix_length + left, prefix_length + width)
+            allowed[row, left:width, context_keys] = torch.ones(len(context), len(context), dtype=torch.bool).tril()
+            allowed[row, width:, context_keys] = True
+            allowed[row, width:, prefix_length + width :] = ancestry
+        mask = torch.zeros(allowed.shape, dtype=first_logits.dtype).masked_fill(
+            ~allowed, torch.finfo(first_logits.dtype).min
+        )
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(len(chunk))
+        logits = model.llm(
+            input_ids=ids.to(device), position_ids=positions.to(device), attention_mask=mask[:, None].to(device),
+            past_key_values=cache,
+        ).logits.float()  # [n, L, V]  # fmt: skip
+        # The logits that predict a candidate's first token: the context's last token's, or the prefix's when the
+        # context is empty; then each node's, predicting the token after it (or eos).
+        last = logits[:, width - 1] if width else first_logits.expand(len(chunk), -1)  # [n, V]
+        empty = torch.tensor([not contexts[index] for index in chunk], device=last.device)
+        last = torch.where(empty[:, None], first_logits, last)
+        predicting = torch.cat([last[:, None], logits[:, width:]], dim=1).log_softmax(-1)  # [n, K+1, V]
+        term_logp = predicting[:, kept, tokens]  # [n, T]
+        scores[chunk] = torch.zeros(len(chunk), len(candidates)).index_add_(1, owners, term_logp.cpu())
+    return scores
 
 
 class MaskPredictor:
     """The model's 0|1 at every cell of the 64x64 grid for a phrase about a frame: the more likely answer of the
-    two (log-probabilities after the shared prefix, see continuation_logprobs)."""
+    two (log-probabilities after the shared prefix, see choose_after_prefix)."""
 
     def __init__(self, model: VLM, batch: int = SCORE_BATCH):
         self.model, self.batch = model, batch
