@@ -272,6 +272,9 @@ def test_bad_input_is_one_line(checkpoint, annotated, tmp_path, capsys, monkeypa
     assert "choose between 1 and the 353" in refused(
         "segment", f"checkpoint={checkpoint}", f"images={annotated}", "n=354"
     )
+    assert "choose one of encoder, text, overlay" in refused(
+        "refer", f"checkpoint={checkpoint}", f"images={annotated}", "form=arrows"
+    )
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "notes.txt").write_text("mine")
     assert "overwrite=true" in refused("refer", f"checkpoint={checkpoint}", f"images={annotated}")

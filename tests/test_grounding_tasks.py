@@ -214,6 +214,8 @@ def test_visual_prompts_in_text_or_drawn_onto_the_frame_leave_the_encoder_out(so
         assert changed.any() and changed.mean() < 0.5
     batch = forms["overlay"].batch(micro_model, np.random.default_rng(3), 4)
     assert "prompt_coords" not in batch and batch["images"].shape[0] == 4
+    with pytest.raises(UserError, match="form='arrows': choose one of encoder, text, overlay"):
+        build("visual_prompt", sources, form="arrows")
 
 
 # ---- losses and the parts they train --------------------------------------------------------------
