@@ -2,8 +2,8 @@
 
 A question's image and the start of its text (bos, the image block, "[segmentation] {phrase} loc: [") run once
 into a KV cache; every question continues from it once, with its candidate answers as a prefix tree after it, and
-a candidate's score is the summed log-probability of its tokens and eos, as VLM.choose scores one. Training validation (train/tasks) and the
-evaluation commands (eval/) share these, so that both count a mask the same way.
+a candidate's score is the summed log-probability of its tokens and eos, as VLM.choose scores one. Training
+validation (train/tasks) and the evaluation commands (eval/) share these, so that both count a mask the same way.
 """
 
 import copy
