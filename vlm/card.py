@@ -396,19 +396,22 @@ def played_sticky(report: dict) -> bool:
     return STICKY_ACTIONS_KWARG in report.get("env_kwargs", {})
 
 
+def evaluation_section(title: str, command: str, *body: str) -> str:
+    """A card's evaluation: its heading, the command that measured it, then what it measured."""
+    return "\n".join([f"## Evaluation: {title}", "", "```bash", command, "```", "", *body])
+
+
 def play_section(shown: str, report: dict) -> str:
     seeds, returns = report["seeds"], report["return"]
     env = report["env_id"] + "".join(f" {key}={value}" for key, value in report.get("env_kwargs", {}).items())
     expert = f"{100 * returns['expert_fraction']:.1f} %" if "expert_fraction" in returns else "-"
     versions = ", ".join(f"{name} {version}" for name, version in report.get("versions", {}).items())
-    return "\n".join([
-        f"## Evaluation: {report['game']}",
-        "",
-        "```bash",
+    command = (
         f"python -m eval game={report['game']} policy=vlm checkpoint={shown} episodes={len(seeds)} seed={seeds[0]}"
-        + (" sticky_actions=true" if played_sticky(report) else ""),
-        "```",
-        "",
+    )
+    return evaluation_section(
+        report["game"],
+        command + (" sticky_actions=true" if played_sticky(report) else ""),
         "| env | seeds | episodes | mean | std | min | max | 95 % CI | IQM | of the expert |",
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| {env} | {seed_text(seeds)} | {len(seeds)} | {returns['mean']:.2f} | {returns['std']:.2f} "
@@ -416,7 +419,7 @@ def play_section(shown: str, report: dict) -> str:
         f"| {returns['iqm']:.2f} | {expert} |",
         "",
         f"Played as policy `{report['policy']}`" + (f" with {versions}." if versions else "."),
-    ])  # fmt: skip
+    )  # fmt: skip
 
 
 def validation_section(validation: dict, confusion: bool) -> str:
@@ -435,30 +438,22 @@ def validation_section(validation: dict, confusion: bool) -> str:
 def reconstruction_section(shown: str, report: dict) -> str:
     seeds = f" seeds=[{','.join(map(str, report['seeds']))}]" if report["seeds"] else ""
     n = len(report["images"])
-    return "\n".join([
-        "## Evaluation: pixel value prediction",
-        "",
-        "```bash",
+    return evaluation_section(
+        "pixel value prediction",
         f"python -m eval.reconstruct checkpoint={shown} images={report['source']}{seeds} n={n}",
-        "```",
-        "",
         f"Reconstruction error (RE x100) **{report['mean_re']:.2f}** over {n} images of {report['source']} "
         f"({report['questions']:,} questions).",
-    ])  # fmt: skip
+    )
 
 
 def segmentation_section(shown: str, report: dict) -> str:
     seeds = ",".join(map(str, report["seeds"]))
-    return "\n".join([
-        f"## Evaluation: referring segmentation, {report['game']}",
-        "",
-        "```bash",
+    return evaluation_section(
+        f"referring segmentation, {report['game']}",
         f"python -m eval.segment checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['frames']}",
-        "```",
-        "",
         f"cIoU **{report['ciou']:.3f}** [95 % CI {report['ciou_ci95_low']:.3f}, {report['ciou_ci95_high']:.3f}] over "
         f"{report['frames']} held-out frames (every referring phrase of each, all 64x64 cells).",
-    ])  # fmt: skip
+    )
 
 
 def referring_section(shown: str, report: dict) -> str:
@@ -467,15 +462,11 @@ def referring_section(shown: str, report: dict) -> str:
         f"{shown_kind} **{report[f'accuracy_{kind}']:.3f}** ({report[f'count_{kind}']} prompts)"
         for kind, shown_kind in REFERRING_KINDS.items()
     ]
-    return "\n".join([
-        f"## Evaluation: referring object classification, {report['game']}",
-        "",
-        "```bash",
+    return evaluation_section(
+        f"referring object classification, {report['game']}",
         f"python -m eval.refer checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['objects']}",
-        "```",
-        "",
         f"Accuracy choosing the true label against a distractor: {', '.join(found)}.",
-    ])  # fmt: skip
+    )
 
 
 def vlm_checkpoint(key: str, folder: str) -> None:
