@@ -204,7 +204,7 @@ def evaluate_referring(
     pngs: int,
     out: Path,
     progress: bool = True,
-    form: str = "encoder",
+    form: str = marks.DEFAULT_FORM,
 ) -> dict:
     """Referring classification accuracy on n objects drawn (seeded) from `frames`, each as a point and as a box,
     marked in `form`; PNGs of the first `pngs` objects into out."""

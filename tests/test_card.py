@@ -18,7 +18,7 @@ from test_train import MICRO, MICRO_OVERRIDES
 
 from eval.reconstruct import main as reconstruct_main
 from vlm import VLM, VLMConfig
-from vlm.card import CARD_FILE, TRAINING_FILE
+from vlm.card import CARD_FILE, TRAINING_FILE, referring_section
 from vlm.card import main as card_main
 
 EVAL_SEED = 700
@@ -149,3 +149,13 @@ def test_the_shipped_cards_hold_their_measurements():
     grounding = ModelCard.load(REPO_ROOT / "checkpoints" / "grounding" / CARD_FILE)
     measured = {result.metric_type for result in grounding.data.eval_results}
     assert {"ciou", "accuracy"} <= measured and {"referring-segmentation", "visual-prompts"} <= set(grounding.data.tags)
+
+
+def test_a_referring_result_names_the_mark_form_it_was_measured_with():
+    """The card's eval.refer command reproduces the result: form= is given unless it was the default."""
+    report = {"game": "carracing", "source": "data/carracing", "seeds": [27, 28, 29], "objects": 200}
+    report |= {"accuracy_point": 0.8, "count_point": 200, "accuracy_box": 0.9, "count_box": 200}
+    default = "python -m eval.refer checkpoint=ck images=data/carracing seeds=[27,28,29] n=200\n"
+    assert default in referring_section("ck", report)  # made before eval.refer had form=
+    assert default in referring_section("ck", {**report, "form": "encoder"})
+    assert default.replace("\n", " form=text\n") in referring_section("ck", {**report, "form": "text"})

@@ -31,6 +31,7 @@ from core.files import write_json_atomically, write_text_atomically
 from core.integrity import read_json
 from core.runs import FINAL_DIR, SUMMARY_FILE, model_name
 from core.schema import existing_path, existing_paths, option
+from vlm import marks
 from vlm.checkpoint import ADAPTER_WEIGHTS_FILE, checked_checkpoint_config
 from vlm.config import VLMConfig
 from vlm.model import ADAPTER_CONFIG_FILE, LORA_PARAMETER_TAG, WEIGHTS_FILE
@@ -464,7 +465,8 @@ def referring_section(shown: str, report: dict) -> str:
     ]
     return evaluation_section(
         f"referring object classification, {report['game']}",
-        f"python -m eval.refer checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['objects']}",
+        f"python -m eval.refer checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['objects']}"
+        + (f" form={report['form']}" if report.get("form", marks.DEFAULT_FORM) != marks.DEFAULT_FORM else ""),
         f"Accuracy choosing the true label against a distractor: {', '.join(found)}.",
     )
 

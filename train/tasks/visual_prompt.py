@@ -64,7 +64,7 @@ class VisualPromptOptions:
     batch_size: int = setting(16, minimum=1)  # prompts (frames) per micro-batch
     kinds: list[str] = setting((prompts.POINT, prompts.REGION), check=check_kinds)  # each sample one of these
     val_samples: int = setting(32, minimum=1)  # held-out prompts of each kind validated on
-    form: str = setting("encoder", choices=tuple(marks.FORMS))  # how the marks reach the model
+    form: str = setting(marks.DEFAULT_FORM, choices=tuple(marks.FORMS))  # how the marks reach the model
 
 
 def mark(
@@ -97,7 +97,7 @@ class VisualPromptTask(Task):
     pool: FramePool
     kinds: list[str]
     val_samples: int
-    form: str = "encoder"
+    form: str = marks.DEFAULT_FORM
     validation: list[AnnotatedFrames] | None = None
     val_seeds: list[int] | None = None
 
