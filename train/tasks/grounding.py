@@ -2,6 +2,8 @@
 held-out frames, and the check of a task's options. No task is registered here."""
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from collect.annotations import ANNOTATE_COMMAND, AnnotatedFrames, FrameObject, 
 from collect.dataset import episode_infos, read_dataset_metadata
 from collect.sources import ImageSources
 from core.errors import UserError
+from core.files import write_json_atomically
 from core.schema import option, validate
 from train.tasks.base import NoData
 
@@ -101,3 +104,13 @@ def visible(objects: list[FrameObject]) -> list[FrameObject]:
 
 def no_frame_found(task: str, what: str) -> UserError:
     return UserError(f"{task}: {MAX_DRAWS} annotated frames drawn and none had {what}: are the annotations empty?")
+
+
+def kept_report(path: Path, settings: dict, measure: Callable[[], dict]) -> dict:
+    """The validation report at `path` when it was measured with `settings` (each key's value in it), else
+    measure()'s with `settings` recorded in it, written there: a resumed stage does not validate twice."""
+    report = json.loads(path.read_text()) if path.is_file() else None
+    if report is None or any(report.get(key) != value for key, value in settings.items()):
+        report = {**measure(), **settings}
+        write_json_atomically(path, report)
+    return report

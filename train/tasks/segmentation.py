@@ -13,7 +13,6 @@ one of its phrases); cIoU (cumulative intersection / cumulative union) overall, 
     <stage>/segmentation_validation.json
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ import torch
 from collect.annotations import PHRASE_CLASSES, AnnotatedFrames, referring_phrases
 from collect.sources import ImageSources
 from core.errors import UserError
-from core.files import write_json_atomically
 from core.schema import positive
 from train.packing import pack, packed_loss
 from train.tasks.base import Task, Validation, register_task
@@ -35,6 +33,7 @@ from train.tasks.grounding import (
     annotated_frames,
     checked_options,
     held_out_frames,
+    kept_report,
     no_frame_found,
     setting,
 )
@@ -143,12 +142,10 @@ class SegmentationTask(Task):
     def validate(self, load_model: Callable[[], VLM], stage_dir: Path) -> Validation | None:
         if self.validation is None:
             return None
-        path = stage_dir / VALIDATION_FILE
-        report = json.loads(path.read_text()) if path.is_file() else None
-        if report is None or (report["seeds"], report["pairs_per_dataset"]) != (self.val_seeds, self.val_pairs):
-            report = validate_masks(load_model(), self.validation, self.val_pairs)
-            report["seeds"] = self.val_seeds
-            write_json_atomically(path, report)
+        settings = {"seeds": self.val_seeds, "pairs_per_dataset": self.val_pairs}
+        report = kept_report(
+            stage_dir / VALIDATION_FILE, settings, lambda: validate_masks(load_model(), self.validation, self.val_pairs)
+        )
         metrics = {METRIC_PREFIX + "ciou": report["ciou"]}
         metrics |= {f"{METRIC_PREFIX}ciou_{game}": value for game, value in report["ciou_per_game"].items()}
         return Validation(describe(report), metrics)

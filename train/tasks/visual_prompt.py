@@ -15,7 +15,6 @@ generated greedily; label accuracy per mark for each kind, against always naming
     <stage>/visual_prompt_validation.json
 """
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +27,6 @@ import torch
 from collect.annotations import AnnotatedFrames, FrameObject
 from collect.sources import ImageSources
 from core.errors import UserError
-from core.files import write_json_atomically
 from core.schema import positive
 from train.tasks.base import Task, Validation, register_task
 from train.tasks.grounding import (
@@ -37,6 +35,7 @@ from train.tasks.grounding import (
     annotated_frames,
     checked_options,
     held_out_frames,
+    kept_report,
     no_frame_found,
     setting,
     visible,
@@ -50,7 +49,6 @@ VALIDATION_SEED = 0  # which held-out prompts are validated on: the same ones fo
 VALIDATION_BATCH = 16  # prompts per generate() call
 ANSWER_MARGIN = 8  # tokens generated past the longest true answer: room for a wrong, longer label
 METRIC_PREFIX = "visual_prompt_"
-REPORT_KEYS = ("seeds", "samples_per_kind", "kinds", "form")  # what a kept validation report must match
 
 
 def check_kinds(key: str, kinds) -> None:
@@ -156,12 +154,13 @@ class VisualPromptTask(Task):
     def validate(self, load_model: Callable[[], VLM], stage_dir: Path) -> Validation | None:
         if self.validation is None:
             return None
-        path = stage_dir / VALIDATION_FILE
-        report = json.loads(path.read_text()) if path.is_file() else None
-        expected = (self.val_seeds, self.val_samples, self.kinds, self.form)
-        if report is None or tuple(report.get(key) for key in REPORT_KEYS) != expected:
-            report = self.validate_labels(load_model())
-            write_json_atomically(path, report)
+        settings = {
+            "seeds": self.val_seeds,
+            "samples_per_kind": self.val_samples,
+            "kinds": self.kinds,
+            "form": self.form,
+        }
+        report = kept_report(stage_dir / VALIDATION_FILE, settings, lambda: self.validate_labels(load_model()))
         metrics = {f"{METRIC_PREFIX}accuracy_{kind}": report["accuracy"][kind] for kind in self.kinds}
         metrics[METRIC_PREFIX + "majority_accuracy"] = report["majority_accuracy"]
         return Validation(describe(report), metrics)
@@ -172,7 +171,7 @@ class VisualPromptTask(Task):
         held = VisualPromptTask(FramePool(self.validation), self.kinds, self.val_samples, self.form)
         rng = np.random.default_rng(VALIDATION_SEED)
         slots = model.config.num_prompt_slots
-        correct, marks, true_labels, began = Counter(), Counter(), [], time.perf_counter()
+        correct, asked, true_labels, began = Counter(), Counter(), [], time.perf_counter()
         for kind in self.kinds:
             drawn = [held.draw(rng, slots, kind, noise=False) for _ in range(self.val_samples)]
             for start in range(0, len(drawn), VALIDATION_BATCH):
@@ -190,16 +189,12 @@ class VisualPromptTask(Task):
                 for d, text in zip(chunk, answers):
                     named = prompts.parse_visual_prompt_answer(text, kind)
                     correct[kind] += sum(named.get(slot) == label for slot, label in enumerate(d["labels"]))
-                    marks[kind] += len(d["labels"])
+                    asked[kind] += len(d["labels"])
                     true_labels += d["labels"]
         majority, majority_count = Counter(true_labels).most_common(1)[0]
         return {
-            "seeds": self.val_seeds,
-            "kinds": self.kinds,
-            "form": self.form,
-            "samples_per_kind": self.val_samples,
-            "marks": dict(marks),
-            "accuracy": {kind: correct[kind] / marks[kind] for kind in self.kinds},
+            "marks": dict(asked),
+            "accuracy": {kind: correct[kind] / asked[kind] for kind in self.kinds},
             "majority_label": majority,
             "majority_accuracy": majority_count / len(true_labels),
             "seconds": round(time.perf_counter() - began, 1),
