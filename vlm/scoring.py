@@ -63,7 +63,7 @@ def choose_after_prefix(
     so that a context is fed once however many candidates follow it."""
     tree = AnswerTree([encode_answer(model.tokenizer, c)[:-1] for c in candidates], model.tokenizer.eos_token_id, False)
     nodes = tree.rows[0]  # every node; eos is read from the logits, never fed
-    rows, kept, tokens, owners = (torch.tensor(x) for x in tree.terms())  # every term of a score: [T] each
+    _, kept, tokens, owners = (torch.tensor(x) for x in tree.terms())  # every term of a score: [T] each (one row)
     prefix_length, device = prefix_embeds.shape[1], model.device
     out = model.llm(inputs_embeds=prefix_embeds, use_cache=True, logits_to_keep=1)
     prefix_cache, first_logits = out.past_key_values, out.logits[:, -1].float()  # [1, V]: after the prefix
@@ -98,11 +98,10 @@ def choose_after_prefix(
             input_ids=ids.to(device), position_ids=positions.to(device), attention_mask=mask[:, None].to(device),
             past_key_values=cache,
         ).logits.float()  # [n, L, V]  # fmt: skip
-        # The logits that predict a candidate's first token: the context's last token's, or the prefix's when the
-        # context is empty; then each node's, predicting the token after it (or eos).
-        last = logits[:, width - 1] if width else first_logits.expand(len(chunk), -1)  # [n, V]
-        empty = torch.tensor([not contexts[index] for index in chunk], device=last.device)
-        last = torch.where(empty[:, None], first_logits, last)
+        # The logits that predict a candidate's first token: the context's last token's (at width - 1), or the
+        # prefix's for an empty context; then each node's, predicting the token after it (or eos).
+        empty = torch.tensor([not contexts[index] for index in chunk], device=logits.device)
+        last = torch.where(empty[:, None], first_logits, logits[:, max(width - 1, 0)])  # [n, V]
         predicting = torch.cat([last[:, None], logits[:, width:]], dim=1).log_softmax(-1)  # [n, K+1, V]
         term_logp = predicting[:, kept, tokens]  # [n, T]
         scores[chunk] = torch.zeros(len(chunk), len(candidates)).index_add_(1, owners, term_logp.cpu())
