@@ -98,6 +98,7 @@ class Referrer:
 
     def __init__(self, model: VLM, labels: tuple[str, ...], batch: int, form: str):
         self.model, self.labels, self.batch, self.form = model, labels, batch, form
+        self.encoded: tuple[np.ndarray, torch.Tensor] | None = None  # the last frame seen and its image tokens
         self.answers = {
             kind: [prompts.visual_prompt_answer([label], mark_kind) for label in labels]
             for kind, mark_kind in KINDS.items()
@@ -105,16 +106,17 @@ class Referrer:
 
     @torch.inference_mode()
     def image_tokens(self, frame: np.ndarray) -> torch.Tensor:
-        return self.model.encode_images(self.model.preprocess(frame[None]))  # [1, T, D]
+        """[1, T, D]; encoded once while the same frame is asked about (the overlay draws a new one each time)."""
+        if self.encoded is None or self.encoded[0] is not frame:
+            self.encoded = frame, self.model.encode_images(self.model.preprocess(frame[None]))
+        return self.encoded[1]
 
     @torch.inference_mode()
-    def __call__(self, frame: np.ndarray, tokens: torch.Tensor, kind: str, coords: list[float]) -> dict[str, float]:
-        """-> {label: log P(answer naming it)} for the object of `frame` (its image `tokens` given) marked by
-        `coords` as a `kind`."""
+    def __call__(self, frame: np.ndarray, kind: str, coords: list[float]) -> dict[str, float]:
+        """-> {label: log P(answer naming it)} for the object of `frame` marked by `coords` as a `kind`."""
         model = self.model
         presented = marks.present(self.form, frame, [coords], KINDS[kind])
-        if presented.frame is not frame:  # the overlay: the model sees the frame with the mark drawn
-            tokens = self.image_tokens(presented.frame)
+        tokens = self.image_tokens(presented.frame)
         sample = presented.sample_keys()
         batch = model.collate([sample])
         embeds = model.embed(
@@ -215,10 +217,9 @@ def evaluate_referring(
     start = time.perf_counter()
     for number, item in enumerate(tqdm(items, desc="refer", unit="object", disable=not progress)):
         frame = frames.frame(item["index"])
-        tokens = referrer.image_tokens(frame)
         height, width, _ = frame.shape
         for kind in KINDS:
-            scores = referrer(frame, tokens, kind, slot_coords(item, kind, width, height))
+            scores = referrer(frame, kind, slot_coords(item, kind, width, height))
             item[f"{kind}_result"] = judged(scores, item)
         if number < pngs:
             item["png"] = f"object_{number:05d}.png"

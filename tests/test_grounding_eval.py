@@ -144,11 +144,10 @@ def test_referring_scores_are_full_sequence_likelihoods(model, annotated, form):
     frames = AnnotatedFrames(annotated)
     frame, objects = frames.frame(100), frames.objects(100)
     referrer = Referrer(model, LABELS["spaceinvaders"], batch=4, form=form)
-    tokens = referrer.image_tokens(frame)
     item = {"point": [int(v) for v in np.argwhere(objects[0].mask)[0][::-1]], "box": list(objects[0].box)}
     for kind, mark_kind in eval.refer.KINDS.items():
         coords = slot_coords(item, kind, frame.shape[1], frame.shape[0])
-        scores = referrer(frame, tokens, kind, coords)
+        scores = referrer(frame, kind, coords)
         presented = marks.present(form, frame, [coords], mark_kind)
         for label in ("cannon", "ufo"):
             answer = prompts.visual_prompt_answer([label], mark_kind)
