@@ -3,15 +3,16 @@
     python benchmarks/vlm_speed.py [--threads 1] [--steps 100]
 
 Training: forward + backward + AdamW step on one batch, every part trainable (the tiny preset's first
-stage), with train.loop's kernels (OneDNNLinear), on PVP batches and on game-imitation batches (the
+stage), with train.loop's kernels (train.onednn.cpu_kernels), on PVP batches and on game-imitation batches (the
 game prompt is much longer). Game training and play are measured with both game instructions
 (VLMConfig.game_instruction): the paper's, and none.
 
 Game training side by side: whole steps as train.loop runs them for recipe=game (GameTask.batch on
-random frames, loss, backward, clipping, AdamW) on three paths that alternate step by step, so that
+random frames, loss, backward, clipping, AdamW) on four paths that alternate step by step, so that
 load from other processes hits them alike: today's (PyTorch's default kernels: MKL's sgemm), the
-loop's default (OneDNNLinear: the same fp32 arithmetic on oneDNN's matmul) and precision=bf16 (bf16
-autocast, opt-in: other arithmetic).
+loop's default (cpu_kernels in fp32: the same arithmetic on oneDNN's matmul), bf16 autocast with
+PyTorch's default attention kernel (flash), and precision=bf16 as the loop runs it (cpu_kernels under
+bf16 autocast: attention on SDPA's math path; opt-in: other arithmetic).
 
 Play, in steady state as a policy plays: the LoRA weights merged into the LLM, each action brings
 one new frame, FrameCache encodes only that frame, and choose() scores every legal action of the
@@ -35,7 +36,7 @@ import torch
 from agents.vlm_policy import game_prompt, shipped_checkpoint
 from collect.dataset import stack_indices
 from envs.games import GAMES, GameSpec
-from train.onednn import OneDNNLinear
+from train.onednn import cpu_kernels
 from train.tasks.game import GameTask
 from vlm import TRAINING_STAGES, VLM, FrameCache, VLMConfig, build_tokenizer, encode, prompts
 from vlm.prompts import GAME_INSTRUCTIONS
@@ -44,10 +45,19 @@ TRAIN_BATCH = 16
 TRAIN_STEPS = 10
 WARMUP_STEPS = 3
 EPISODE_STEPS = 300  # frames of the random episode that game training draws from
+
+
+@contextlib.contextmanager
+def bf16_training(kernels=contextlib.nullcontext):
+    with torch.autocast("cpu", dtype=torch.bfloat16), kernels():
+        yield
+
+
 TRAINING_PATHS = {  # the context of a game training step's forward pass
     "today (MKL)": contextlib.nullcontext,
-    "OneDNNLinear (default)": OneDNNLinear,
-    "bf16 autocast (opt-in)": lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    "fp32 cpu_kernels (default)": cpu_kernels,
+    "bf16 autocast, flash attention": bf16_training,
+    "bf16 cpu_kernels (precision=bf16)": lambda: bf16_training(cpu_kernels),
 }
 
 
@@ -66,7 +76,7 @@ def train_samples_per_second(model: VLM, samples: list[dict]) -> float:
     batch = model.collate(samples)
 
     def step():
-        with OneDNNLinear():
+        with cpu_kernels():
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
@@ -203,17 +213,15 @@ def main() -> None:
         ]
     print(f"training samples/s (batch {TRAIN_BATCH}, all parts trainable, median step): {', '.join(rates)}\n")
 
-    today, default, bf16 = TRAINING_PATHS
+    today = next(iter(TRAINING_PATHS))
     print(
-        f"game training steps (recipe=game, instruction none, batch {TRAIN_BATCH}), samples/s, median of "
-        f"{TRAIN_STEPS} steps per path, paths alternating; load average {os.getloadavg()[0]:.1f} at start"
+        f"game training steps (recipe=game, instruction none, batch {TRAIN_BATCH}), samples/s (x {today}), median "
+        f"of {TRAIN_STEPS} steps per path, paths alternating; load average {os.getloadavg()[0]:.1f} at start"
     )
     for spec in specs:
         rate = compare_game_training(tokenizer, spec, rng)
-        print(
-            f"  {spec.name:<14} {today} {rate[today]:.1f}, {default} {rate[default]:.1f} "
-            f"({rate[default] / rate[today]:.2f}x), {bf16} {rate[bf16]:.1f} ({rate[bf16] / rate[today]:.2f}x)"
-        )
+        paths = ", ".join(f"{path} {rate[path]:.1f} ({rate[path] / rate[today]:.2f}x)" for path in TRAINING_PATHS)
+        print(f"  {spec.name:<14} {paths}")
     print(f"  (load average {os.getloadavg()[0]:.1f} at the end)\n")
 
     model.merge_lora()

@@ -3,6 +3,7 @@ SIGKILL, DDP with 2 gloo processes. Real tiny models (a micro size of the tiny p
 """
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from train.__main__ import main as train_main
 from train.checkpoint import checkpoints
 from train.curves import CURVES_PNG, TB_DIR, read_scalars
 from train.loop import weights_sha256
-from train.onednn import OneDNNLinear
+from train.onednn import OneDNNLinear, cpu_kernels
 from train.packing import pack, packed_loss
 from train.tasks import TaskMixer
 from train.tasks.game import GameTask
@@ -218,24 +219,61 @@ def loss_and_gradients(model, batch, linear_kernels) -> tuple[torch.Tensor, dict
     return loss.detach(), gradients
 
 
+def micro_game_batch() -> tuple[VLM, dict]:
+    """A trainable micro model and a collated batch of 3 CarRacing observations of 2 frames."""
+    model = VLM.from_config(VLMConfig.preset("tiny", **MICRO)).train()
+    model.set_trainable(**TRAINING_STAGES["scratch"])
+    rng = np.random.default_rng(2)
+    stacks = rng.integers(0, 256, (3, 2, 96, 96, 3), dtype=np.uint8)
+    prompt = prompts.game_prompt(2, "", "carracing")
+    answers = ("left_gas", "right", "straight_coast")  # answers of different lengths: padded rows
+    batch = model.collate([dict(images=model.preprocess(s), prompt=prompt, answer=a) for s, a in zip(stacks, answers)])
+    return model, batch
+
+
 def test_onednn_linear_keeps_the_loss_and_gradients_of_a_game_batch():
     """The loop's OneDNNLinear changes which library multiplies, not what: fp32 results up to rounding."""
     with OneDNNLinear():
         product = torch.nn.functional.linear(torch.randn(4, 3, requires_grad=True), torch.randn(2, 3))
     assert type(product.grad_fn).__name__ == "OneDNNLinearFunctionBackward"  # it does take the other path
-    model = VLM.from_config(VLMConfig.preset("tiny", **MICRO)).train()
-    model.set_trainable(**TRAINING_STAGES["scratch"])
-    rng = np.random.default_rng(2)
-    stacks = rng.integers(0, 256, (3, 2, 96, 96, 3), dtype=np.uint8)  # 3 CarRacing observations of 2 frames
-    prompt = prompts.game_prompt(2, "", "carracing")
-    answers = ("left_gas", "right", "straight_coast")  # answers of different lengths: padded rows
-    batch = model.collate([dict(images=model.preprocess(s), prompt=prompt, answer=a) for s, a in zip(stacks, answers)])
+    model, batch = micro_game_batch()
     mkl_loss, mkl_gradients = loss_and_gradients(model, batch, contextlib.nullcontext)
     onednn_loss, onednn_gradients = loss_and_gradients(model, batch, OneDNNLinear)
     torch.testing.assert_close(onednn_loss, mkl_loss, rtol=1e-6, atol=0)
     assert onednn_gradients.keys() == mkl_gradients.keys()
     for name, gradient in mkl_gradients.items():
         torch.testing.assert_close(onednn_gradients[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def attention_backward_name() -> str:
+    q = torch.randn(2, 3, 5, 8, requires_grad=True)
+    return type(torch.nn.functional.scaled_dot_product_attention(q, q, q).grad_fn).__name__
+
+
+def test_cpu_kernels_put_bf16_attention_on_the_math_path_with_the_same_loss_and_gradients():
+    """Under bf16 autocast cpu_kernels swap the flash attention kernel for SDPA's math path (fp32 keeps
+    flash): the same bf16 training step up to bf16 rounding."""
+    with cpu_kernels():
+        assert "Flash" in attention_backward_name()
+    bf16 = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    with bf16():
+        assert "Flash" in attention_backward_name()
+        with cpu_kernels():
+            assert "Flash" not in attention_backward_name()
+
+    @contextlib.contextmanager
+    def bf16_cpu_kernels():
+        with bf16(), cpu_kernels():
+            yield
+
+    model, batch = micro_game_batch()
+    flash_loss, flash_gradients = loss_and_gradients(model, batch, bf16)
+    math_loss, math_gradients = loss_and_gradients(model, batch, bf16_cpu_kernels)
+    torch.testing.assert_close(math_loss, flash_loss, rtol=2e-2, atol=0)
+    assert math_gradients.keys() == flash_gradients.keys()
+    scale = max(gradient.norm() for gradient in flash_gradients.values())
+    for name, gradient in flash_gradients.items():  # keys' biases have a gradient of 0 but for rounding: scale
+        assert (math_gradients[name] - gradient).norm() <= 0.05 * gradient.norm() + 1e-3 * scale, name
 
 
 # ---- the command: stages, resume, DDP ----------------------------------------------------------

@@ -27,7 +27,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from core.errors import UserError
 from train import checkpoint, curves
-from train.onednn import OneDNNLinear
+from train.onednn import cpu_kernels
 from train.tasks import StageTask, Task, TaskMixer
 from vlm import VLM
 
@@ -204,7 +204,7 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
     autocast = torch.autocast(
         runtime.device.type, dtype=runtime.autocast_dtype or torch.float32, enabled=runtime.autocast_dtype is not None
     )
-    linear_kernels = OneDNNLinear if runtime.onednn_linear and runtime.device.type == "cpu" else contextlib.nullcontext
+    kernels = (lambda: cpu_kernels(runtime.onednn_linear)) if runtime.device.type == "cpu" else contextlib.nullcontext
     last_losses: dict[str, float] = {}
     while state["step"] < stage.steps:
         step = state["step"]
@@ -223,7 +223,7 @@ def train_stage(model: VLM, stage: StageConfig, tasks: dict[str, StageTask], sta
             # FSDP2 reduce-scatters every micro-batch's gradients: unreduced they would take a whole model's memory.
             sync = objective.no_sync() if replicated and not last_micro else contextlib.nullcontext()
             with sync:
-                with autocast, linear_kernels():
+                with autocast, kernels():
                     loss = objective(task, batch)
                 (loss / stage.grad_accum).backward()
             step_losses.setdefault(name, []).append(loss.item())

@@ -1,4 +1,5 @@
-"""fp32 linear layers on oneDNN's matmul on CPU, forward and backward: the training loop's default on CPUs.
+"""The training loop's CPU kernels (cpu_kernels): fp32 linear layers on oneDNN's matmul, forward and backward,
+and under bf16 autocast attention on SDPA's math path.
 
 PyTorch's CPU matmul is MKL's sgemm, which takes its AVX2 kernels on AMD CPUs; oneDNN's runs 2-3x faster at
 the tiny model's shapes on the project's AMD EPYC, making a game-stage step ~1.5x faster
@@ -6,8 +7,12 @@ the tiny model's shapes on the project's AMD EPYC, making a game-stage step ~1.5
 float rounding, not bit for bit (tests/test_train.py).
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 
@@ -72,3 +77,17 @@ class OneDNNLinear(TorchFunctionMode):
             if onednn_takes(*operands):
                 return OneDNNLinearFunction.apply(*operands)
         return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_kernels(onednn_linear: bool = True) -> Iterator[None]:
+    """A CPU training step's kernels: fp32 linear layers on oneDNN (OneDNNLinear; onednn_linear=False: MKL's)
+    and, when entered inside bf16 autocast, attention on SDPA's math path (bmm + softmax on oneDNN's bf16
+    matmul): at the tiny model's sizes the flash kernel's bf16 backward takes ~3x its fp32 time, a third of a
+    bf16 step, and the math path makes a bf16 game-stage step ~1.2x faster (benchmarks/vlm_speed.py)."""
+    with contextlib.ExitStack() as stack:
+        if onednn_linear:
+            stack.enter_context(OneDNNLinear())
+        if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
