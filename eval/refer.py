@@ -242,7 +242,7 @@ def evaluate_referring(
 @dataclass
 class ReferConfig(ImageEvalConfig):
     pngs: int = option(minimum=0)
-    form: str = option(choices=tuple(marks.FORMS))
+    form: str | None = option(choices=tuple(marks.FORMS))
 
 
 @command("refer", ReferConfig)
@@ -250,11 +250,12 @@ def main(cfg: DictConfig) -> None:
     what = "referring classification result"
     checkpoint, out, frames = prepared(cfg, "visual_prompt", "accuracy_point", PNG_NAME, what)
     model = load_grounding_model(checkpoint)
-    result = evaluate_referring(model, frames, cfg.n, cfg.seed, cfg.batch, cfg.pngs, out, cfg.progress, cfg.form)
+    form = cfg.form or model.config.mark_form
+    result = evaluate_referring(model, frames, cfg.n, cfg.seed, cfg.batch, cfg.pngs, out, cfg.progress, form)
     result = {**described(cfg, checkpoint, frames), **result}
     write_json_atomically(out / RESULTS_FILE, result)
     print(
-        f"referring classification over {cfg.n} objects ({cfg.form} marks): points {result['accuracy_point']:.1%} "
+        f"referring classification over {cfg.n} objects ({form} marks): points {result['accuracy_point']:.1%} "
         f"(95 % CI {result['accuracy_point_ci95_low']:.1%}-{result['accuracy_point_ci95_high']:.1%}), "
         f"boxes {result['accuracy_box']:.1%} "
         f"(95 % CI {result['accuracy_box_ci95_low']:.1%}-{result['accuracy_box_ci95_high']:.1%}); "

@@ -152,10 +152,14 @@ def test_the_shipped_cards_hold_their_measurements():
 
 
 def test_a_referring_result_names_the_mark_form_it_was_measured_with():
-    """The card's eval.refer command reproduces the result: form= is given unless it was the default."""
+    """The card's eval.refer command reproduces the result: form= is given unless it was the model's own, which
+    eval.refer uses by default."""
     report = {"game": "carracing", "source": "data/carracing", "seeds": [27, 28, 29], "objects": 200}
     report |= {"accuracy_point": 0.8, "count_point": 200, "accuracy_box": 0.9, "count_box": 200}
     default = "python -m eval.refer checkpoint=ck images=data/carracing seeds=[27,28,29] n=200\n"
-    assert default in referring_section("ck", report)  # made before eval.refer had form=
-    assert default in referring_section("ck", {**report, "form": "encoder"})
-    assert default.replace("\n", " form=text\n") in referring_section("ck", {**report, "form": "text"})
+    assert default in referring_section("ck", report, "encoder")  # made before eval.refer had form=
+    assert default in referring_section("ck", {**report, "form": "encoder"}, "encoder")
+    text = {**report, "form": "text"}
+    assert default.replace("\n", " form=text\n") in referring_section("ck", text, "encoder")
+    assert default in referring_section("ck", text, "text")
+    assert default.replace("\n", " form=encoder\n") in referring_section("ck", {**report, "form": "encoder"}, "text")

@@ -200,6 +200,18 @@ def refer(checkpoint, annotated, out, *overrides: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+def test_refer_asks_in_the_form_the_model_was_trained_in_unless_told(model, annotated, tmp_path):
+    model.config.mark_form = "text"
+    try:
+        model.save_pretrained(str(tmp_path / "text_model"))
+    finally:
+        model.config.mark_form = marks.DEFAULT_FORM
+    asked = refer(tmp_path / "text_model", annotated, tmp_path / "own", "n=2", "pngs=0")
+    told = refer(tmp_path / "text_model", annotated, tmp_path / "told", "n=2", "pngs=0", "form=encoder")
+    assert (asked["form"], told["form"]) == ("text", "encoder")
+    assert asked["items"][0]["point_result"]["scores"] != told["items"][0]["point_result"]["scores"]
+
+
 def test_refer_chooses_between_label_and_distractor_in_a_seeded_order(checkpoint, annotated, tmp_path):
     result = refer(checkpoint, annotated, tmp_path / "refer", "n=12", "pngs=2")
     items = result["items"]

@@ -218,6 +218,16 @@ def test_visual_prompts_in_text_or_drawn_onto_the_frame_leave_the_encoder_out(so
         build("visual_prompt", sources, form="arrows")
 
 
+def test_a_model_keeps_the_form_its_marks_were_trained_in(sources, micro_model, tmp_path):
+    assert micro_model.config.mark_form == marks.DEFAULT_FORM
+    build("visual_prompt", sources, form="text").configure(micro_model)
+    micro_model.save_pretrained(str(tmp_path))
+    assert VLM.from_pretrained(str(tmp_path)).config.mark_form == "text"
+    micro_model.config.mark_form = marks.DEFAULT_FORM
+    with pytest.raises(ValueError, match="mark_form='arrows': choose one of"):
+        VLMConfig(mark_form="arrows")
+
+
 # ---- losses and the parts they train --------------------------------------------------------------
 
 

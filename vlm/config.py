@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from core.errors import UserError
+from vlm import marks
 from vlm.prompts import GAME_INSTRUCTIONS
 
 VISION_STEMS = ("patch", "conv")
@@ -68,6 +69,9 @@ class VLMConfig:
     # The games the game task trained it to play, each with its action words in code order (training records
     # them); a policy refuses any other game. Empty: not recorded (checkpoints saved before this field).
     games: dict[str, list[str]] = field(default_factory=dict)
+    # How visual prompt marks reach the model (vlm.marks.FORMS), recorded by the visual_prompt task it trained with;
+    # eval.refer asks in this form unless told otherwise.
+    mark_form: str = marks.DEFAULT_FORM
 
     # Runtime. dtype is that of the two towers; projector, prompt encoder and LoRA stay float32.
     dtype: str = "float32"
@@ -79,6 +83,8 @@ class VLMConfig:
             raise ValueError(f"vision_stem={self.vision_stem!r}: choose one of {VISION_STEMS}")
         if self.game_instruction not in GAME_INSTRUCTIONS:
             raise ValueError(f"game_instruction={self.game_instruction!r}: choose one of {GAME_INSTRUCTIONS}")
+        if self.mark_form not in marks.FORMS:
+            raise ValueError(f"mark_form={self.mark_form!r}: choose one of {tuple(marks.FORMS)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

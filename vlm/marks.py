@@ -16,7 +16,7 @@ import numpy as np
 from vlm import prompts
 from vlm.prompt_encoder import KIND_BOX, KIND_POINT
 
-DEFAULT_FORM = "encoder"  # SPHINX-V's own, what the visual_prompt task and eval.refer use unless told
+DEFAULT_FORM = "encoder"  # SPHINX-V's own: the visual_prompt task's unless told, and a model's that records none
 KIND_CODES = {prompts.POINT: KIND_POINT, prompts.REGION: KIND_BOX}  # the encoder's slot kind of each mark kind
 GRID = prompts.RECONSTRUCT_SIZE  # the text form's coordinates: cells of PVP's 64x64 grid
 # Mark i's colour in the overlay form: ten saturated colours far apart, in a fixed order the model learns.

@@ -109,6 +109,10 @@ class VisualPromptTask(Task):
         held = list(val_seeds) if val_seeds else None
         return cls(pool, list(settings.kinds), settings.val_samples, settings.form, validation, held)
 
+    def configure(self, model: VLM) -> None:
+        """The model keeps the form its marks reached it in, the form eval.refer asks it in by default."""
+        model.config.mark_form = self.form
+
     def draw(self, rng: np.random.Generator, slots: int, kind: str | None = None, noise: bool = True) -> dict:
         """A frame (`annotated`'s `index`-th) and 1..slots of its visible objects marked with `kind` (drawn from
         `kinds` when None) in the task's form: the sample (collate's keys; "frame" is what the model sees), the
