@@ -1,7 +1,8 @@
 """The grounding science of issue 17 on the tiny model: PAE-LaMM's Table 7 and SPHINX-V's Table 9, game analogues.
 
     python benchmarks/grounding.py {table7,table9,all} [--seeds 3] [--data DATASET ...] [--heldout 27-29]
-                                   [--frames 16] [--objects 200] [--out benchmarks/grounding]
+                                   [--frames 16] [--objects 200] [--forms encoder text overlay]
+                                   [--out benchmarks/grounding]
                                    [--train-args OVERRIDE ...]
     python benchmarks/grounding.py all --smoke      # micro models, a few steps, a tiny dataset it collects
 
@@ -155,7 +156,7 @@ class Bench:
         if self.args.smoke:
             smoke = [arg for stage in VP_STAGES for arg in smoke_stage(stage, **{"visual_prompt.batch_size": 2})]
         results = {}
-        for form in marks.FORMS:
+        for form in self.args.forms:
             form_train = [f"recipe.stages.{stage}.tasks.visual_prompt.form={form}" for stage in VP_STAGES]
             runs = []
             for seed in range(self.args.seeds):
@@ -216,6 +217,7 @@ def main() -> None:
     parser.add_argument("--pvp", type=Path, default=PVP_CHECKPOINT, help="the PVP model both tables start from")
     parser.add_argument("--frames", type=int, default=16, help="held-out frames per dataset for cIoU")
     parser.add_argument("--objects", type=int, default=200, help="held-out objects per dataset for referring")
+    parser.add_argument("--forms", nargs="+", choices=tuple(marks.FORMS), default=tuple(marks.FORMS), help="table9's")
     parser.add_argument("--run-dir", type=Path, default=Path("~/.cache/vlmplay/runs/grounding").expanduser())
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "grounding")
     parser.add_argument("--train-args", nargs="*", default=[], metavar="OVERRIDE", help="for every training run")
