@@ -85,9 +85,10 @@ def cpu_kernels(onednn_linear: bool = True) -> Iterator[None]:
     and, when entered inside bf16 autocast, attention on SDPA's math path (bmm + softmax on oneDNN's bf16
     matmul): at the tiny model's sizes the flash kernel's bf16 backward takes ~3x its fp32 time, a third of a
     bf16 step, and the math path makes a bf16 game-stage step ~1.2x faster (benchmarks/vlm_speed.py)."""
+    autocast = torch.is_autocast_enabled("cpu")
     with contextlib.ExitStack() as stack:
-        if onednn_linear:
+        if onednn_linear and not autocast:  # under autocast OneDNNLinear takes no matmul: no mode on every op
             stack.enter_context(OneDNNLinear())
-        if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        if autocast and torch.get_autocast_dtype("cpu") == torch.bfloat16:
             stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         yield
