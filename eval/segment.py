@@ -2,8 +2,10 @@
 
 Referring segmentation (PAE-LaMM section 3.3) on held-out annotated frames: for each of n frames (drawn with
 `seed`) and each referring phrase present in it, the model is asked "[segmentation] {phrase} loc: [y,x] mask: "
-at every cell of the 64x64 grid (the PVP grid) and answers 0 or 1: the answer of the two whose log-likelihood
-(its token and eos) is higher, no decoding (vlm.scoring.MaskPredictor). The ground truth is the phrase's mask on
+at every cell of the 64x64 grid (the PVP grid) and answers 0 or 1, no decoding (vlm.scoring.MaskPredictor): 1 where
+the log-odds of the two answers (each one's token and eos) pass the threshold that undoes the class prior its
+segmentation training asked under (a cell inside a mask 40 % of the time, far more than a small object covers;
+label_shift=false: the likelier answer, as does a model that records no prior). The ground truth is the phrase's mask on
 that grid (a cell is inside when the nearest-resized mask pixel is: vlm.scoring.grid_targets, as training
 draws it). A phrase whose mask covers no cell of the grid (a shot thinner than a cell) has nothing to segment
 there and is left out (counted in results.json).
@@ -17,6 +19,7 @@ truth | prediction over the 64x64 frame.
 import functools
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from core import REPO_ROOT
 from core.cli import command
 from core.errors import UserError
 from core.files import check_replaceable, write_atomically, write_json_atomically
+from core.schema import option
 from core.seeds import parse_seeds
 from eval.options import RESULTS_FILE, ImageEvalConfig, is_own_output
 from eval.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE
@@ -95,11 +99,18 @@ def draw_frames(count: int, n: int, seed: int) -> list[int]:
 
 
 def evaluate_segmentation(
-    model: VLM, frames: AnnotatedFrames, n: int, seed: int, batch: int, out: Path, progress: bool = True
+    model: VLM,
+    frames: AnnotatedFrames,
+    n: int,
+    seed: int,
+    batch: int,
+    out: Path,
+    progress: bool = True,
+    label_shift: bool = True,
 ) -> dict:
     """cIoU of the model on n frames drawn (seeded) from `frames`; writes one PNG per frame into out."""
     indices = draw_frames(len(frames), n, seed)
-    predictor = MaskPredictor(model, batch)
+    predictor = MaskPredictor(model, batch, label_shift)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     per_frame, empty_on_grid = [], 0
@@ -133,12 +144,55 @@ def evaluate_segmentation(
         )
     seconds = time.perf_counter() - start
     questions = SIZE * SIZE * sum(len(frame["pairs"]) for frame in per_frame)
+    phrases = sorted({pair["phrase"] for frame in per_frame for pair in frame["pairs"]})
     return {
         **ciou_summary(per_frame),
+        "decision": decision(model, label_shift),
+        "thresholds": {phrase: round(predictor.threshold(phrase), 4) for phrase in phrases},
         "phrases_empty_on_grid": empty_on_grid,
         **timing(seconds, n, questions),
         "images": per_frame,
     }
+
+
+def location_prior(frames: AnnotatedFrames, n: int, seed: int) -> dict[str, np.ndarray]:
+    """{phrase: bool [64, 64]} the cells each phrase covers in at least half of the frames it is in, over n frames
+    of `frames` (drawn with `seed`): a mask that looks at no image, the chance level of a segmentation."""
+    covered: dict[str, np.ndarray] = {}
+    present: dict[str, int] = {}
+    for index in draw_frames(len(frames), min(n, len(frames)), seed):
+        for phrase, truth in grid_targets(referring_phrases(frames.game, frames.objects(index))).items():
+            covered[phrase] = covered.get(phrase, 0) + truth.astype(np.int64)
+            present[phrase] = present.get(phrase, 0) + 1
+    return {phrase: 2 * covered[phrase] >= present[phrase] for phrase in covered}
+
+
+def evaluate_prior(prior: dict[str, np.ndarray], frames: AnnotatedFrames, n: int, seed: int) -> dict:
+    """cIoU of the location prior's masks on the frames evaluate_segmentation draws (same n and seed); a phrase the
+    prior never saw is predicted empty."""
+    per_frame = []
+    for index in draw_frames(len(frames), n, seed):
+        truths = grid_targets(referring_phrases(frames.game, frames.objects(index)))
+        pairs = []
+        for phrase, truth in truths.items():
+            prediction = prior.get(phrase, np.zeros_like(truth))
+            intersection, union = overlap(prediction, truth)
+            pairs.append({"class": PHRASE_CLASSES[phrase], "intersection": intersection, "union": union,
+                          "iou": intersection / union})  # fmt: skip
+        per_frame.append({"index": index, "pairs": pairs})
+    return ciou_summary(per_frame)
+
+
+def decision(model: VLM, label_shift: bool) -> str:
+    """How a cell was decided, for results.json."""
+    if not label_shift:
+        return "the likelier answer (label_shift=false)"
+    if model.config.segmentation_inside_fraction is None:
+        return "the likelier answer (the model records no segmentation prior to correct)"
+    return (
+        f"log-odds above logit({model.config.segmentation_inside_fraction}) - logit(the phrase's grid fraction): "
+        "the training prior undone (vlm.scoring.label_shift_threshold)"
+    )
 
 
 def ciou_summary(per_frame: list[dict]) -> dict:
@@ -225,13 +279,18 @@ def described(cfg: DictConfig, checkpoint: Path, frames: AnnotatedFrames) -> dic
     }
 
 
-@command("segment", ImageEvalConfig)
+@dataclass
+class SegmentConfig(ImageEvalConfig):
+    label_shift: bool = option()
+
+
+@command("segment", SegmentConfig)
 def main(cfg: DictConfig) -> None:
     checkpoint, out, frames = prepared(cfg, "segmentation", "ciou", PNG_NAME, "segmentation result")
     if cfg.n > len(frames):
         raise UserError(f"n={cfg.n}: choose between 1 and the {len(frames)} annotated frames of the seeds asked for")
     model = load_grounding_model(checkpoint)
-    result = evaluate_segmentation(model, frames, cfg.n, cfg.seed, cfg.batch, out, cfg.progress)
+    result = evaluate_segmentation(model, frames, cfg.n, cfg.seed, cfg.batch, out, cfg.progress, cfg.label_shift)
     result = {**described(cfg, checkpoint, frames), "frames": cfg.n, **result}
     write_json_atomically(out / RESULTS_FILE, result)
     per_class = ", ".join(f"{c} {v:.3f}" for c, v in result["ciou_per_class"].items())

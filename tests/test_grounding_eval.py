@@ -31,7 +31,7 @@ from eval.segment import (
 )
 from vlm import IGNORE_INDEX, VLM, VLMConfig, marks, prompts
 from vlm.model import positions
-from vlm.scoring import SIZE, MaskPredictor, grid_targets, overlap
+from vlm.scoring import SIZE, MaskPredictor, grid_targets, label_shift_threshold, overlap
 
 SEED = 4  # a random game of 353 steps
 PHRASE, STEERED_FRAME = "the aliens", 100  # what the micro model is steered on
@@ -135,6 +135,31 @@ def test_mask_is_the_likelier_answer_of_full_sequence_likelihoods(model, annotat
             assert mask[y, x] == (one > zero), (y, x)
             checked += 1
     assert checked >= 6
+
+
+def test_a_recorded_training_prior_moves_the_decision_threshold(model, annotated):
+    """Trained asking inside 40 % of the time about a phrase that covers ~16 % of the grid: a cell is inside only
+    where log p(1) - log p(0) passes logit(0.4) - logit(0.16) ~ 1.25, not 0; label_shift=False keeps 0."""
+    frame = AnnotatedFrames(annotated).frame(STEERED_FRAME)
+    plain = MaskPredictor(model)(frame, [PHRASE])[PHRASE]  # the model records no prior: the likelier answer
+    model.config.segmentation_inside_fraction, model.config.segmentation_phrase_fractions = 0.4, {PHRASE: 0.16}
+    try:
+        threshold = label_shift_threshold(model, PHRASE)
+        shifted = MaskPredictor(model)(frame, [PHRASE])[PHRASE]
+        unshifted = MaskPredictor(model, label_shift=False)(frame, [PHRASE])[PHRASE]
+    finally:
+        model.config.segmentation_inside_fraction, model.config.segmentation_phrase_fractions = None, {}
+    assert threshold == pytest.approx(np.log(0.4 / 0.6) - np.log(0.16 / 0.84))
+    np.testing.assert_array_equal(unshifted, plain)
+    assert shifted.sum() < plain.sum() and not (shifted & ~plain).any()  # a higher bar: a subset
+    checked = 0
+    for y, x in [(0, 0), (5, 13), (20, 31), (33, 12), (47, 20), (63, 3), (12, 25), (58, 7), (40, 28), (9, 30)]:
+        question = prompts.segmentation_prompt(PHRASE, y, x)
+        zero, one = (full_log_likelihood(model, frame, question, answer) for answer in ("0", "1"))
+        if abs(one - zero - threshold) > MARGIN:
+            assert shifted[y, x] == (one - zero > threshold), (y, x)
+            checked += 1
+    assert checked >= 8
 
 
 @pytest.mark.parametrize("form", marks.FORMS)

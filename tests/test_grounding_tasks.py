@@ -17,7 +17,7 @@ from test_train import MICRO, compose_train, micro_run, stage_override
 
 import collect.__main__
 import collect.annotate
-from collect.annotations import referring_phrases
+from collect.annotations import AnnotatedFrames, referring_phrases
 from collect.dataset import DATA_DIR
 from collect.sources import ImageSources
 from core.errors import UserError
@@ -31,7 +31,7 @@ from train.tasks.segmentation import VALIDATION_FILE as SEGMENTATION_REPORT
 from train.tasks.visual_prompt import VALIDATION_FILE as VISUAL_PROMPT_REPORT
 from vlm import KIND_BOX, KIND_POINT, TRAINING_STAGES, VLM, VLMConfig, encode, marks, prompts
 from vlm.prompt_encoder import BOX_SCALE_RANGE, BOX_SHIFT_FRACTION
-from vlm.scoring import SIZE
+from vlm.scoring import SIZE, grid_targets
 
 SI_SEEDS = [4, 5]  # random SpaceInvaders games of 353 and 329 steps: 4 trains, 5 is held out
 CR_SEED = 1  # a random CarRacing game that leaves the field after 441 steps
@@ -226,6 +226,23 @@ def test_a_model_keeps_the_form_its_marks_were_trained_in(sources, micro_model, 
     micro_model.config.mark_form = marks.DEFAULT_FORM
     with pytest.raises(ValueError, match="mark_form='arrows': choose one of"):
         VLMConfig(mark_form="arrows")
+
+
+def test_a_model_keeps_the_prior_its_segmentation_was_trained_under(annotated, sources, micro_model, tmp_path):
+    build("segmentation", sources, inside_fraction=0.25).configure(micro_model)
+    fractions = micro_model.config.segmentation_phrase_fractions
+    assert micro_model.config.segmentation_inside_fraction == 0.25 and "the aliens" in fractions
+    frames = AnnotatedFrames(annotated["spaceinvaders"], held_out=VAL_SEEDS)  # the frames the task trains on
+    covered = [grid_targets(referring_phrases("spaceinvaders", frames.objects(i))).get("the aliens") for i in
+               range(len(frames))]  # fmt: skip
+    every_frame = np.mean([target.mean() for target in covered if target is not None])
+    assert fractions["the aliens"] == pytest.approx(every_frame, rel=0.1)  # a mean over 2000 draws
+    assert {"the road", "the grass"} <= set(fractions)  # both games' phrases
+    assert all(0 < value < 1 for value in fractions.values())
+    assert fractions["the aliens"] < 0.05  # far below the 25 % of questions training asks inside
+    micro_model.save_pretrained(str(tmp_path))
+    assert VLM.from_pretrained(str(tmp_path)).config.segmentation_phrase_fractions == fractions
+    micro_model.config.segmentation_inside_fraction, micro_model.config.segmentation_phrase_fractions = None, {}
 
 
 # ---- losses and the parts they train --------------------------------------------------------------

@@ -72,6 +72,12 @@ class VLMConfig:
     # How visual prompt marks reach the model (vlm.marks.FORMS), recorded by the visual_prompt task it trained with;
     # eval.refer asks in this form unless told otherwise.
     mark_form: str = marks.DEFAULT_FORM
+    # The class prior the segmentation task trained under, recorded by it: the fraction of its questions asked
+    # inside a mask, and each phrase's mean fraction of the 64x64 grid in its training frames. Training asks
+    # inside far more often than a tiny object covers the grid, so vlm.scoring.MaskPredictor shifts its decision
+    # back to the grid's own prior. Empty: not recorded (the plain likelier answer).
+    segmentation_inside_fraction: float | None = None
+    segmentation_phrase_fractions: dict[str, float] = field(default_factory=dict)
 
     # Runtime. dtype is that of the two towers; projector, prompt encoder and LoRA stay float32.
     dtype: str = "float32"

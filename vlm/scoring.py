@@ -108,13 +108,38 @@ def choose_after_prefix(
     return scores
 
 
-class MaskPredictor:
-    """The model's 0|1 at every cell of the 64x64 grid for a phrase about a frame: the more likely answer of the
-    two (log-probabilities after the shared prefix, see choose_after_prefix)."""
+FRACTION_FLOOR = 1e-4  # a recorded fraction is kept inside (1e-4, 1 - 1e-4): a finite log-odds
 
-    def __init__(self, model: VLM, batch: int = SCORE_BATCH):
-        self.model, self.batch = model, batch
+
+def logit(p: float) -> float:
+    p = min(max(p, FRACTION_FLOOR), 1 - FRACTION_FLOOR)
+    return float(np.log(p / (1 - p)))
+
+
+def label_shift_threshold(model: VLM, phrase: str) -> float:
+    """The log-odds log p(1)/p(0) above which a cell is inside `phrase`'s mask: 0 (the likelier answer) unless the
+    model records the prior its segmentation training asked under; then logit(inside fraction) - logit(the
+    phrase's grid fraction). Training draws a cell inside the mask with probability f and each side's cells
+    uniformly, so only the class prior differs from the grid's (a label shift, Saerens et al. 2002): the model's
+    odds are the grid's times odds(f) / odds(the phrase's fraction), and this undoes that factor."""
+    config = model.config
+    fraction = config.segmentation_phrase_fractions.get(phrase)
+    if config.segmentation_inside_fraction is None or fraction is None:
+        return 0.0
+    return logit(config.segmentation_inside_fraction) - logit(fraction)
+
+
+class MaskPredictor:
+    """The model's 0|1 at every cell of the 64x64 grid for a phrase about a frame: 1 where the log-odds of the two
+    answers (log-probabilities after the shared prefix, see choose_after_prefix) pass label_shift_threshold, or
+    simply the likelier answer with `label_shift=False`."""
+
+    def __init__(self, model: VLM, batch: int = SCORE_BATCH, label_shift: bool = True):
+        self.model, self.batch, self.label_shift = model, batch, label_shift
         self._questions: dict[str, tuple[list[int], list[list[int]]]] = {}  # phrase -> (prefix ids, contexts)
+
+    def threshold(self, phrase: str) -> float:
+        return label_shift_threshold(self.model, phrase) if self.label_shift else 0.0
 
     def questions(self, phrase: str) -> tuple[list[int], list[list[int]]]:
         """(ids every grid question about `phrase` starts with, each one's remaining ids), cached per phrase."""
@@ -144,5 +169,6 @@ class MaskPredictor:
             prefix, contexts = self.questions(phrase)
             embeds = model.embed(torch.tensor([prefix], device=model.device), image_tokens=image_tokens)  # [1, P, D]
             scores = choose_after_prefix(model, embeds, contexts, list(MASK_ANSWERS), self.batch)  # [4096, 2]
-            masks[phrase] = (scores.argmax(-1) == 1).numpy().reshape(SIZE, SIZE)
+            log_odds = scores[:, 1] - scores[:, 0]  # [4096]: inside against outside
+            masks[phrase] = (log_odds > self.threshold(phrase)).numpy().reshape(SIZE, SIZE)
         return masks

@@ -5,7 +5,11 @@
 `inside_fraction` of the cells is drawn inside the mask (the paper samples object pixels ~40 % of the time),
 the rest outside it. `queries_per_image` cells of one (frame, phrase) are packed in a row (train/packing.py).
 
-Validation: the model's answer (the likelier of 0 and 1, vlm.scoring.MaskPredictor) at every grid cell for
+The task records in the model its class prior (inside_fraction and each phrase's mean fraction of the grid in
+the training frames): a tiny object covers far less than 40 % of the grid, and vlm.scoring.MaskPredictor undoes
+the difference when it decides.
+
+Validation: the model's answer (0 or 1, vlm.scoring.MaskPredictor) at every grid cell for
 `val_pairs` (frame, phrase) pairs of each annotated dataset's held-out episodes (a frame drawn uniformly, then
 one of its phrases); cIoU (cumulative intersection / cumulative union) overall, per game and per object class
 (collect.annotations.PHRASE_CLASSES). eval/segment.py asks every phrase of more frames.
@@ -42,6 +46,7 @@ from vlm.scoring import SIZE, MaskPredictor, ciou, grid_targets, overlap
 
 VALIDATION_FILE = "segmentation_validation.json"
 VALIDATION_SEED = 0  # which held-out frames are validated on: the same ones for every model
+PRIOR_FRAMES, PRIOR_SEED = 2000, 0  # training frames drawn to measure each phrase's fraction of the grid
 METRIC_PREFIX = "segmentation_"  # of the metrics logged beside the other tasks' (validation/segmentation_ciou)
 
 
@@ -104,6 +109,11 @@ class SegmentationTask(Task):
             list(val_seeds) if val_seeds else None,
         )
 
+    def configure(self, model: VLM) -> None:
+        """The model keeps the prior it is trained under (vlm.scoring.label_shift_threshold undoes it)."""
+        model.config.segmentation_inside_fraction = self.inside_fraction
+        model.config.segmentation_phrase_fractions = phrase_fractions(self.pool, PRIOR_FRAMES, PRIOR_SEED)
+
     def draw(self, rng: np.random.Generator) -> dict:
         """A frame (`annotated`'s `index`-th), one of its phrases on the grid (uniformly), the phrase's 64x64 target
         and queries_per_image questions about it."""
@@ -149,6 +159,17 @@ class SegmentationTask(Task):
         metrics = {METRIC_PREFIX + "ciou": report["ciou"]}
         metrics |= {f"{METRIC_PREFIX}ciou_{game}": value for game, value in report["ciou_per_game"].items()}
         return Validation(describe(report), metrics)
+
+
+def phrase_fractions(pool: FramePool, frames: int, seed: int) -> dict[str, float]:
+    """{phrase: its mean fraction of the 64x64 grid} over the frames among `frames` drawn (seeded) that show it."""
+    rng = np.random.default_rng(seed)
+    fractions: dict[str, list[float]] = {}
+    for _ in range(frames):
+        annotated, index = pool.draw(rng)
+        for phrase, target in grid_targets(referring_phrases(annotated.game, annotated.objects(index))).items():
+            fractions.setdefault(phrase, []).append(float(target.mean()))
+    return {phrase: float(np.mean(values)) for phrase, values in sorted(fractions.items())}
 
 
 def validate_masks(model: VLM, held_out: list[AnnotatedFrames], pairs_per_dataset: int) -> dict:
