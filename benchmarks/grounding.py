@@ -13,7 +13,8 @@ table7 (PAE-LaMM Table 7: does PVP pretraining help referring segmentation?): th
   - the PVP model (--pvp, default checkpoints/pvp_tiny),
   - a PVP model pretrained with its vision tower frozen throughout (stage 2 with stage 1's parts), trained here
     with the steps of pvp_tiny's card on --pvp-data (give pvp_tiny's own data for a matched arm);
-then cIoU (`python -m eval.segment`) on --frames held-out frames of each annotated dataset.
+then cIoU (`python -m eval.segment`) on --frames held-out frames of each annotated dataset, beside the chance
+level: each phrase's majority mask over the training frames, which looks at no image.
 
 table9 (SPHINX-V Table 9: how should a visual prompt reach the model?): the same two-stage visual prompt
 training (`python -m train recipe=visual_prompt`, from --pvp) with the marks given as
@@ -38,9 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from collect.annotations import AnnotatedFrames
 from core import REPO_ROOT
 from core.files import write_json_atomically
 from core.runs import FINAL_DIR
+from core.seeds import parse_seeds
+from eval.segment import evaluate_prior, location_prior
 from vlm import marks
 from vlm.config import MICRO_SIZES
 
@@ -56,6 +60,9 @@ VISION_TRAINED = "recipe.stages.segmentation.trainable=[projector,llm_lora,visio
 SEGMENTATION_STAGE = "segmentation"  # recipe=segmentation's one stage
 VP_STAGES = ("visual_prompt_stage1", "visual_prompt_stage2")  # recipe=visual_prompt's
 VISUAL_PROMPT_STAGE = VP_STAGES[-1]
+PRIOR_ROW = "no image: each phrase's majority mask in the training frames"
+PRIOR_FRAMES = 2000  # training frames the majority masks are counted over
+SEGMENT_SEED = 0  # eval.segment's default seed= (which held-out frames it draws)
 PVP_STAGES = ("pvp_stage1", "pvp_stage2", "pvp_stage3")
 
 # --smoke: the micro model of the tests (vlm.config.MICRO_SIZES), two steps per stage, one frame and a few
@@ -130,6 +137,17 @@ class Bench:
                "run=pvp_frozen_vision", "init=none", *self.model, *steps, FROZEN_VISION)  # fmt: skip
         return str(self.run_dir / "pvp_frozen_vision" / PVP_STAGES[-1] / FINAL_DIR)
 
+    def location_prior(self) -> dict:
+        """{game: cIoU summary} of each phrase's majority mask over PRIOR_FRAMES training frames (no image seen),
+        on the held-out frames eval.segment draws: the chance level of the table."""
+        results = {}
+        for dataset in self.data:
+            trained = AnnotatedFrames(dataset, parse_seeds(self.args.train_seeds))
+            held_out = AnnotatedFrames(dataset, parse_seeds(self.args.heldout))
+            prior = location_prior(trained, PRIOR_FRAMES, SEGMENT_SEED)
+            results[held_out.game] = evaluate_prior(prior, held_out, min(self.args.frames, len(held_out)), SEGMENT_SEED)
+        return results
+
     def table7(self) -> dict:
         arms = {
             "no PVP, vision frozen": ("none", []),
@@ -148,6 +166,7 @@ class Bench:
                 frames = f"n={self.args.frames}"
                 runs.append(self.evaluate("segment", checkpoint, self.out / "table7" / run, frames))
             results[arm] = {"init": init, "overrides": overrides, "seeds": runs}
+        results[PRIOR_ROW] = {"init": None, "overrides": [], "seeds": [self.location_prior()]}
         return results
 
     def table9(self) -> dict:
@@ -179,7 +198,8 @@ def table7_text(results: dict) -> str:
     lines.append("|---" * (len(games) + 2) + "|")
     for arm, entry in results.items():
         cells = [mean_std([run[game]["ciou"] for run in entry["seeds"] if game in run]) for game in games]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {len(entry['seeds'])} |")
+        seeds = "– (no training)" if arm == PRIOR_ROW else str(len(entry["seeds"]))
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(lines)
 
 

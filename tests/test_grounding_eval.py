@@ -26,7 +26,9 @@ from eval.segment import (
     bootstrap_ciou,
     ciou_summary,
     draw_frames,
+    evaluate_prior,
     load_grounding_model,
+    location_prior,
     overlay,
 )
 from vlm import IGNORE_INDEX, VLM, VLMConfig, marks, prompts
@@ -119,6 +121,19 @@ def test_ciou_is_summed_intersections_over_summed_unions():
 def test_frames_drawn_depend_on_the_seed_alone():
     assert draw_frames(353, 5, 0) == draw_frames(353, 5, 0) == sorted(draw_frames(353, 5, 0))
     assert draw_frames(353, 5, 0) != draw_frames(353, 5, 1) and len(set(draw_frames(353, 5, 0))) == 5
+
+
+def test_the_location_prior_is_each_phrases_majority_mask_scored_on_the_frames_segment_draws(annotated):
+    frames = AnnotatedFrames(annotated)
+    prior = location_prior(frames, len(frames), 0)  # every frame
+    targets = [grid_targets(referring_phrases("spaceinvaders", frames.objects(i))) for i in range(len(frames))]
+    shown = [target[PHRASE] for target in targets if PHRASE in target]
+    np.testing.assert_array_equal(prior[PHRASE], 2 * np.sum(shown, axis=0) >= len(shown))
+    assert set(prior) == {phrase for target in targets for phrase in target}
+    result = evaluate_prior(prior, frames, 3, 0)
+    counts = [overlap(prior[p], t) for i in draw_frames(len(frames), 3, 0) for p, t in targets[i].items()]
+    assert result["ciou"] == pytest.approx(sum(i for i, _ in counts) / sum(u for _, u in counts))
+    assert result["pairs"] == len(counts)
 
 
 def test_mask_is_the_likelier_answer_of_full_sequence_likelihoods(model, annotated):
