@@ -147,6 +147,7 @@ def evaluate_segmentation(
     phrases = sorted({pair["phrase"] for frame in per_frame for pair in frame["pairs"]})
     return {
         **ciou_summary(per_frame),
+        "label_shift": label_shift,
         "decision": decision(model, label_shift),
         "thresholds": {phrase: round(predictor.threshold(phrase), 4) for phrase in phrases},
         "phrases_empty_on_grid": empty_on_grid,

@@ -18,7 +18,7 @@ from test_train import MICRO, MICRO_OVERRIDES
 
 from eval.reconstruct import main as reconstruct_main
 from vlm import VLM, VLMConfig
-from vlm.card import CARD_FILE, TRAINING_FILE, referring_section
+from vlm.card import CARD_FILE, TRAINING_FILE, referring_section, segmentation_section
 from vlm.card import main as card_main
 
 EVAL_SEED = 700
@@ -163,3 +163,13 @@ def test_a_referring_result_names_the_mark_form_it_was_measured_with():
     assert default.replace("\n", " form=text\n") in referring_section("ck", text, "encoder")
     assert default in referring_section("ck", text, "text")
     assert default.replace("\n", " form=encoder\n") in referring_section("ck", {**report, "form": "encoder"}, "text")
+
+
+def test_a_segmentation_result_names_label_shift_when_it_was_measured_without():
+    report = {"game": "carracing", "source": "data/carracing", "seeds": [27, 28, 29], "frames": 16}
+    report |= {"ciou": 0.7, "ciou_ci95_low": 0.6, "ciou_ci95_high": 0.8}
+    default = "python -m eval.segment checkpoint=ck images=data/carracing seeds=[27,28,29] n=16\n"
+    assert default in segmentation_section("ck", {**report, "label_shift": True})
+    without = default.replace("\n", " label_shift=false\n")
+    assert without in segmentation_section("ck", {**report, "label_shift": False})
+    assert without in segmentation_section("ck", report)  # made before eval.segment had label_shift=

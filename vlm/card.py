@@ -448,10 +448,13 @@ def reconstruction_section(shown: str, report: dict) -> str:
 
 
 def segmentation_section(shown: str, report: dict) -> str:
+    """The evaluation's command names label_shift=false when the result was measured with the likelier answer (a
+    result that records no label_shift was: it predates the option)."""
     seeds = ",".join(map(str, report["seeds"]))
     return evaluation_section(
         f"referring segmentation, {report['game']}",
-        f"python -m eval.segment checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['frames']}",
+        f"python -m eval.segment checkpoint={shown} images={report['source']} seeds=[{seeds}] n={report['frames']}"
+        + ("" if report.get("label_shift", False) else " label_shift=false"),
         f"cIoU **{report['ciou']:.3f}** [95 % CI {report['ciou_ci95_low']:.3f}, {report['ciou_ci95_high']:.3f}] over "
         f"{report['frames']} held-out frames (every referring phrase of each, all 64x64 cells).",
     )
