@@ -197,8 +197,11 @@ def table7_text(results: dict) -> str:
     lines = ["| start of the segmentation fine-tuning | " + " | ".join(f"cIoU {g}" for g in games) + " | seeds |"]
     lines.append("|---" * (len(games) + 2) + "|")
     for arm, entry in results.items():
-        cells = [mean_std([run[game]["ciou"] for run in entry["seeds"] if game in run]) for game in games]
-        seeds = "– (no training)" if arm == PRIOR_ROW else str(len(entry["seeds"]))
+        values = [[run[game]["ciou"] for run in entry["seeds"] if game in run] for game in games]
+        if arm == PRIOR_ROW:  # computed, not trained: one value, no spread
+            cells, seeds = [f"{value:.3f}" for (value,) in values], "– (no training)"
+        else:
+            cells, seeds = [mean_std(seed_values) for seed_values in values], str(len(entry["seeds"]))
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(lines)
 
