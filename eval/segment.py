@@ -39,7 +39,7 @@ from eval.options import RESULTS_FILE, ImageEvalConfig, is_own_output
 from eval.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE
 from vlm import VLM, prompts
 from vlm.checkpoint import checked_checkpoint_config, load_checked
-from vlm.scoring import SIZE, MaskPredictor, ciou, grid_targets, overlap
+from vlm.scoring import SIZE, MaskPredictor, ciou, grid_targets, overlap, phrase_coverage
 
 SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "grounding"
 TRAIN_HINT = (
@@ -120,20 +120,7 @@ def evaluate_segmentation(
         truths = grid_targets(masks)
         empty_on_grid += len(masks) - len(truths)
         predictions = predictor(frame, list(truths)) if truths else {}
-        pairs = []
-        for phrase, truth in truths.items():
-            intersection, union = overlap(predictions[phrase], truth)
-            pairs.append(
-                {
-                    "phrase": phrase,
-                    "class": PHRASE_CLASSES[phrase],
-                    "intersection": intersection,
-                    "union": union,
-                    "iou": intersection / union,
-                    "truth_cells": int(truth.sum()),
-                    "predicted_cells": int(predictions[phrase].sum()),
-                }
-            )
+        pairs = [scored_pair(phrase, truth, predictions[phrase]) for phrase, truth in truths.items()]
         png = out / f"{index:07d}.png"
         if pairs:
             rows = [(phrase, truth, predictions[phrase]) for phrase, truth in truths.items()]
@@ -156,16 +143,26 @@ def evaluate_segmentation(
     }
 
 
+def scored_pair(phrase: str, truth: np.ndarray, prediction: np.ndarray) -> dict:
+    """One (frame, phrase) pair's counts: cIoU sums their intersections and unions."""
+    intersection, union = overlap(prediction, truth)
+    return {
+        "phrase": phrase,
+        "class": PHRASE_CLASSES[phrase],
+        "intersection": intersection,
+        "union": union,
+        "iou": intersection / union,
+        "truth_cells": int(truth.sum()),
+        "predicted_cells": int(prediction.sum()),
+    }
+
+
 def location_prior(frames: AnnotatedFrames, n: int, seed: int) -> dict[str, np.ndarray]:
     """{phrase: bool [64, 64]} the cells each phrase covers in at least half of the frames it is in, over n frames
     of `frames` (drawn with `seed`): a mask that looks at no image, the chance level of a segmentation."""
-    covered: dict[str, np.ndarray] = {}
-    present: dict[str, int] = {}
-    for index in draw_frames(len(frames), min(n, len(frames)), seed):
-        for phrase, truth in grid_targets(referring_phrases(frames.game, frames.objects(index))).items():
-            covered[phrase] = covered.get(phrase, 0) + truth.astype(np.int64)
-            present[phrase] = present.get(phrase, 0) + 1
-    return {phrase: 2 * covered[phrase] >= present[phrase] for phrase in covered}
+    drawn = draw_frames(len(frames), min(n, len(frames)), seed)
+    coverage = phrase_coverage(grid_targets(referring_phrases(frames.game, frames.objects(i))) for i in drawn)
+    return {phrase: 2 * covered >= present for phrase, (covered, present) in coverage.items()}
 
 
 def evaluate_prior(prior: dict[str, np.ndarray], frames: AnnotatedFrames, n: int, seed: int) -> dict:
@@ -174,12 +171,7 @@ def evaluate_prior(prior: dict[str, np.ndarray], frames: AnnotatedFrames, n: int
     per_frame = []
     for index in draw_frames(len(frames), n, seed):
         truths = grid_targets(referring_phrases(frames.game, frames.objects(index)))
-        pairs = []
-        for phrase, truth in truths.items():
-            prediction = prior.get(phrase, np.zeros_like(truth))
-            intersection, union = overlap(prediction, truth)
-            pairs.append({"class": PHRASE_CLASSES[phrase], "intersection": intersection, "union": union,
-                          "iou": intersection / union})  # fmt: skip
+        pairs = [scored_pair(p, truth, prior.get(p, np.zeros_like(truth))) for p, truth in truths.items()]
         per_frame.append({"index": index, "pairs": pairs})
     return ciou_summary(per_frame)
 

@@ -36,6 +36,18 @@ def grid_targets(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {phrase: target for phrase, target in targets.items() if target.any()}
 
 
+def phrase_coverage(frames_targets) -> dict[str, tuple[np.ndarray, int]]:
+    """{phrase: (int [64, 64] how many frames cover each cell, how many frames show the phrase)} over an iterable of
+    grid_targets dicts, one per frame: a phrase's prior over the grid, its mean fraction of the grid and its
+    majority mask both come from it."""
+    coverage: dict[str, tuple[np.ndarray, int]] = {}
+    for targets in frames_targets:
+        for phrase, target in targets.items():
+            covered, present = coverage.get(phrase, (0, 0))
+            coverage[phrase] = (covered + target.astype(np.int64), present + 1)
+    return coverage
+
+
 def overlap(prediction: np.ndarray, target: np.ndarray) -> tuple[int, int]:
     """(intersection, union) pixel counts of two bool masks; cIoU = sum of intersections / sum of unions."""
     return int((prediction & target).sum()), int((prediction | target).sum())

@@ -42,7 +42,7 @@ from train.tasks.grounding import (
     setting,
 )
 from vlm import VLM, prompts
-from vlm.scoring import SIZE, MaskPredictor, ciou, grid_targets, overlap
+from vlm.scoring import SIZE, MaskPredictor, ciou, grid_targets, overlap, phrase_coverage
 
 VALIDATION_FILE = "segmentation_validation.json"
 VALIDATION_SEED = 0  # which held-out frames are validated on: the same ones for every model
@@ -164,12 +164,9 @@ class SegmentationTask(Task):
 def phrase_fractions(pool: FramePool, frames: int, seed: int) -> dict[str, float]:
     """{phrase: its mean fraction of the 64x64 grid} over the frames among `frames` drawn (seeded) that show it."""
     rng = np.random.default_rng(seed)
-    fractions: dict[str, list[float]] = {}
-    for _ in range(frames):
-        annotated, index = pool.draw(rng)
-        for phrase, target in grid_targets(referring_phrases(annotated.game, annotated.objects(index))).items():
-            fractions.setdefault(phrase, []).append(float(target.mean()))
-    return {phrase: float(np.mean(values)) for phrase, values in sorted(fractions.items())}
+    drawn = (pool.draw(rng) for _ in range(frames))
+    coverage = phrase_coverage(grid_targets(referring_phrases(a.game, a.objects(index))) for a, index in drawn)
+    return {phrase: float(covered.mean() / present) for phrase, (covered, present) in sorted(coverage.items())}
 
 
 def validate_masks(model: VLM, held_out: list[AnnotatedFrames], pairs_per_dataset: int) -> dict:
